@@ -1,0 +1,80 @@
+"""The one interface every transfer strategy implements.
+
+A strategy says what it freezes, what it trains, whether it can run on cached features,
+and which parameter groups get which learning rate. ``fit`` receives everything it needs
+in a ``FitContext`` and returns a ``FittedModel`` that predicts from uint8 images and
+saves itself as safetensors + JSON.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..backbones import Backbone
+    from ..data import ImageDataset
+
+
+@dataclass
+class FitContext:
+    """What a strategy gets to train with.
+
+    ``train`` is what the model may learn from; ``val`` (a stratified part of the training
+    data, or the dataset's own val split when it also has a test split) is for model
+    selection and early stopping; ``monitor`` is the held-out evaluation split, used only to
+    record learning curves for the report, never to choose anything.
+    """
+
+    backbone: Backbone
+    train: ImageDataset
+    val: ImageDataset | None
+    monitor: ImageDataset | None
+    params: dict[str, Any]
+    run_dir: Path
+    store_dir: Path
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+    resume: bool = False
+    # Filled by the strategy as it trains: one dict per epoch (epoch, train_loss, val_loss,
+    # val_acc, monitor_acc, lr, seconds); written to the run directory as history.json.
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class FittedModel(ABC):
+    """A trained classifier: backbone part (frozen or fine-tuned) plus head."""
+
+    strategy: str
+    classes: list[str]
+
+    @abstractmethod
+    def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (N, C) for uint8 images (N, 3, H, W) at the backbone's input size."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the model's weights (safetensors) and config (JSON) into ``directory``."""
+
+    def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        return self.predict_proba(images, batch_size=batch_size).argmax(axis=1)
+
+
+class Strategy(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    uses_feature_store: ClassVar[bool]
+    # Names of the parameters this strategy reads from FitContext.params, with defaults.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    @abstractmethod
+    def fit(self, ctx: FitContext) -> FittedModel: ...
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, backbone: Backbone) -> FittedModel:
+        """Rebuild the fitted model saved by ``FittedModel.save`` in ``directory``."""
