@@ -24,26 +24,46 @@ if TYPE_CHECKING:
 class FitContext:
     """What a strategy gets to train with.
 
+    ``dataset`` is the whole dataset; the index arrays say which images play which role.
     ``train`` is what the model may learn from; ``val`` (a stratified part of the training
     data, or the dataset's own val split when it also has a test split) is for model
     selection and early stopping; ``monitor`` is the held-out evaluation split, used only to
     record learning curves for the report, never to choose anything.
+
+    Feature-based strategies extract features for the whole ``dataset`` once (one store
+    entry, reused by every strategy and every subset) and index them with these arrays.
     """
 
     backbone: Backbone
-    train: ImageDataset
-    val: ImageDataset | None
-    monitor: ImageDataset | None
+    dataset: ImageDataset
+    train_idx: np.ndarray
+    val_idx: np.ndarray | None
+    monitor_idx: np.ndarray | None
     params: dict[str, Any]
     run_dir: Path
     store_dir: Path
     device: str = "auto"
+    precision: str = "auto"
     seed: int = 0
     progress: bool = True
     resume: bool = False
     # Filled by the strategy as it trains: one dict per epoch (epoch, train_loss, val_loss,
     # val_acc, monitor_acc, lr, seconds); written to the run directory as history.json.
     history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def train(self) -> ImageDataset:
+        return self.dataset.subset(self.train_idx)
+
+    @property
+    def val(self) -> ImageDataset | None:
+        return None if self.val_idx is None or len(self.val_idx) == 0 else self.dataset.subset(self.val_idx)
+
+    @property
+    def monitor(self) -> ImageDataset | None:
+        if self.monitor_idx is None or len(self.monitor_idx) == 0:
+            return None
+        return self.dataset.subset(self.monitor_idx)
 
 
 class FittedModel(ABC):
