@@ -1,0 +1,274 @@
+"""The ``transferkit`` command line: a thin typer layer over the Python API.
+
+This is the only module that prints tables or exits. Every command turns a
+``TransferkitError`` into one line on stderr and exit code 2; ``--json`` prints exactly one
+JSON object on stdout so scripts can parse it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import TransferkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Transfer learning for CNN image classifiers, as a measured decision.")
+out = Console()
+err = Console(stderr=True)
+
+BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="timm name, backbone card (.json), "
+                                          "pretrain directory, alexnet or googlenet.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Feature store and decoded-image cache "
+                                               "(default $TRANSFERKIT_CACHE or ~/.cache/transferkit).")]
+
+
+def handle_errors(fn):
+    """Run a command; a TransferkitError becomes one clear line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TransferkitError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: run the same command again to resume where it stopped.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def print_json(obj: Any) -> None:
+    from .io import _json_default
+
+    sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
+
+
+def csv_list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def int_list(value: str | None, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in csv_list(value))
+    except ValueError:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{option} takes comma-separated widths such as 512,256; got {value!r}.") from None
+
+
+def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    table.add_column("class")
+    for col in ("precision", "recall", "f1", "support"):
+        table.add_column(col, justify="right")
+    for name, m in metrics.get("per_class", {}).items():
+        table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    table.caption = (f"accuracy {metrics['accuracy']:.4f} · balanced accuracy {metrics['balanced_accuracy']:.4f}"
+                     f" · macro F1 {metrics['macro_f1']:.4f} · n={metrics['n']}")
+    return table
+
+
+# ------------------------------------------------------------------------------ commands
+@app.command()
+@handle_errors
+def extract(
+    data: Annotated[str, typer.Argument(help="Image folder, split tree, .csv, .npz, CIFAR folder or 'digits'.")],
+    backbone: BackboneOpt,
+    layers: Annotated[str, typer.Option(help="Comma-separated cut points, e.g. stage3,pool.")] = "pool",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Also write the features to this .h5 file.")] = None,
+    pool: Annotated[str, typer.Option(help="avg, or an integer g to pool to a g x g grid.")] = "avg",
+    batch_size: Annotated[int, typer.Option()] = 64,
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Extract pooled features of several layers in one pass into the on-disk store."""
+    from .api import as_dataset, default_cache_dir
+    from .backbones import load_backbone
+    from .features import extract_features, write_feature_file
+
+    dataset = as_dataset(data)
+    bb = load_backbone(backbone)
+    names = csv_list(layers) or ["pool"]
+    for name in names:
+        bb.layer(name)
+    fs = extract_features(bb, dataset, names, store_dir=(cache_dir or default_cache_dir()) / "features",
+                          batch_size=batch_size, device=device, precision=precision,
+                          pool=int(pool) if pool.isdigit() else pool, progress=not quiet)
+    if out_file is not None:
+        write_feature_file(fs, out_file)
+    summary = {"backbone": bb.name, "data": str(dataset.root), "n_images": len(dataset),
+               "layers": {k: list(v.shape) for k, v in fs.features.items()}, "from_cache": fs.from_cache,
+               "out": str(out_file) if out_file else None, "skipped": [list(s) for s in dataset.skipped]}
+    if as_json:
+        print_json(summary)
+        return
+    for k, v in fs.features.items():
+        out.print(f"{k}: {v.shape[0]} x {v.shape[1]}")
+    out.print(("read from the store" if fs.from_cache else "extracted") + (f"; written to {out_file}" if out_file else ""))
+    if dataset.skipped:
+        out.print(f"skipped {len(dataset.skipped)} unreadable file(s): " +
+                  "; ".join(f"{p} ({r})" for p, r in dataset.skipped[:5]))
+
+
+@app.command()
+@handle_errors
+def fit(
+    data: Annotated[str, typer.Argument(help="Image folder, split tree, .csv, .npz, CIFAR folder or 'digits'.")],
+    backbone: BackboneOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
+    strategy: Annotated[str, typer.Option("--strategy", "-s",
+                                          help="linear, intermediate, hidden, partial, full, scratch or auto.")]
+    = "linear",
+    layer: Annotated[str | None, typer.Option(help="Cut point for intermediate (e.g. stage3).")] = None,
+    hidden: Annotated[str | None, typer.Option(help="Hidden FC widths, e.g. 512,256.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    freeze_stages: Annotated[int | None, typer.Option(help="partial: freeze the stem and the first K stages.")]
+    = None,
+    freeze_until: Annotated[str | None, typer.Option(help="partial: freeze up to and including this layer.")]
+    = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a classifier with one strategy and score it on the held-out split."""
+    from .api import TransferClassifier
+
+    params: dict[str, Any] = {}
+    if freeze_until:
+        params["freeze_until"] = freeze_until
+    clf = TransferClassifier(backbone=backbone, strategy=strategy, layer=layer,
+                             hidden=int_list(hidden, "--hidden"), epochs=epochs, lr=lr, batch_size=batch_size,
+                             freeze_stages=freeze_stages, params=params, device=device, precision=precision,
+                             cache_dir=cache_dir, seed=seed, progress=not quiet)
+    clf.fit(data, run_dir=out_dir, resume=resume)
+    result = run_summary(clf, out_dir)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"[bold]{clf.strategy_}[/] on {clf.backbone_.name}: {clf.split_.get('text', '')}")
+    if clf.metrics_:
+        out.print(metrics_table(f"held-out '{clf.split_['scored']['name']}' split", clf.metrics_))
+    out.print(f"run written to {out_dir}")
+
+
+def run_summary(clf, run_dir: Path, metrics: dict | None = None, split: Any = None) -> dict[str, Any]:
+    metrics = clf.metrics_ if metrics is None else metrics
+    return {"strategy": clf.strategy_, "backbone": clf.backbone_.name, "backbone_spec": str(clf.backbone_.spec),
+            "run_dir": str(run_dir), "split": split if split is not None else clf.split_,
+            "params": clf.params_, "metrics": metrics, "fit_seconds": getattr(clf, "fit_seconds_", None),
+            "advice": clf.advice_}
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transferkit fit`.")],
+    data: Annotated[str, typer.Argument(help="Dataset to score (the held-out split: test if present, else val).")],
+    split: Annotated[str | None, typer.Option(help="train, val, test or all.")] = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a finished run on a dataset: accuracy, balanced accuracy, per-class P/R/F1, confusion matrix."""
+    from .api import TransferClassifier
+
+    clf = TransferClassifier.load(run_dir, device=device, cache_dir=cache_dir)
+    metrics = clf.evaluate(data, split=split)
+    if as_json:
+        print_json(run_summary(clf, run_dir, metrics, split=metrics["split"]))
+        return
+    out.print(metrics_table(f"{clf.strategy_} on '{metrics['split']['name']}' of {data}", metrics))
+    cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+    cm.add_column("")
+    for name in metrics["classes"]:
+        cm.add_column(name, justify="right")
+    for name, row in zip(metrics["classes"], metrics["confusion_matrix"], strict=True):
+        cm.add_row(name, *map(str, row))
+    out.print(cm)
+
+
+@app.command()
+@handle_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transferkit fit`.")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 1,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict the class of images with a finished run."""
+    from .api import TransferClassifier
+    from .data import list_image_files
+
+    clf = TransferClassifier.load(run_dir, device=device)
+    files: list[Path] = []
+    for p in paths:
+        files.extend(list_image_files(p) if p.is_dir() else [p])
+    proba = clf.predict_proba(files)
+    k = min(top_k, proba.shape[1])
+    rows = []
+    for path, p in zip(files, proba, strict=True):
+        order = p.argsort()[::-1][:k]
+        rows.append({"path": str(path), "top": [{"class": clf.classes_[i], "probability": float(p[i])}
+                                                for i in order]})
+    if as_json:
+        print_json({"run_dir": str(run_dir), "predictions": rows})
+        return
+    table = Table()
+    table.add_column("image")
+    table.add_column("prediction")
+    for row in rows:
+        table.add_row(row["path"], ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in row["top"]))
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def backbones(
+    cards: Annotated[list[Path] | None, typer.Argument(help="Folders to search for backbone cards.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What can be built, and which backbones have weights on this machine."""
+    from .backbones import available_backbones
+
+    rows = available_backbones(search_dirs=tuple(cards or ()))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="backbones")
+    for col in ("name", "kind", "weights here", "source"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r.get("name")), str(r.get("kind", "")),
+                      "yes" if r.get("weights_available") else "no", str(r.get("source", r.get("path", ""))))
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
