@@ -1,0 +1,26 @@
+"""Datasets: loading every supported layout, readability checks, splits, fingerprints, decoding.
+
+See docs/ARCHITECTURE.md ("data") for the contract and ``loaders`` / ``images`` / ``dataset``
+for the decisions taken on odd images and odd datasets.
+"""
+
+from __future__ import annotations
+
+from .dataset import ImageDataset
+from .images import IMAGE_EXTENSIONS, INTERPOLATIONS, load_image_uint8, to_rgb
+from .loaders import UnsafeDataPathError, load_dataset
+from .ops import filter_classes, per_class_subset
+from .split import stratified_dedup_split
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "INTERPOLATIONS",
+    "ImageDataset",
+    "UnsafeDataPathError",
+    "filter_classes",
+    "load_dataset",
+    "load_image_uint8",
+    "per_class_subset",
+    "stratified_dedup_split",
+    "to_rgb",
+]

@@ -1,0 +1,69 @@
+"""Deterministic dataset subsetting used by data-size curves and few-shot / class-split tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .dataset import ImageDataset
+
+
+def per_class_subset(dataset: ImageDataset, n_per_class: int, seed: int = 0) -> ImageDataset:
+    """At most ``n_per_class`` items of every class, chosen with ``seed``; original order kept.
+
+    Nested: for one seed, the subset for n is contained in the subset for any larger n (each
+    class's items are permuted once and the first n taken), so data-size curves add data
+    rather than redraw it. Classes with fewer items contribute all of theirs. Apply it to the
+    split you mean (``dataset.split("train")``).
+    """
+    if int(n_per_class) < 1:
+        raise ConfigError(f"n_per_class={n_per_class!r} must be >= 1.")
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    for c in range(len(dataset.classes)):
+        idx = np.flatnonzero(dataset.labels == c)
+        perm = rng.permutation(len(idx))
+        chosen.append(idx[perm[: int(n_per_class)]])
+    keep = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    return dataset.subset(keep)
+
+
+def filter_classes(dataset: ImageDataset, class_names: Sequence[str], relabel: bool = True) -> ImageDataset:
+    """Only the items of ``class_names``.
+
+    ``relabel=True``: ``classes`` becomes ``class_names`` in the given order and labels are
+    renumbered 0..K-1 (e.g. digits "0".."4" as a source task, "5".."9" as a target task).
+    ``relabel=False``: the class list and label numbers are kept.
+    """
+    names = [str(c) for c in class_names]
+    if isinstance(class_names, str) or not names:
+        raise ConfigError(f"class_names={class_names!r} must be a non-empty list of class names.")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"class_names={names} lists a class twice.")
+    unknown = [c for c in names if c not in dataset.classes]
+    if unknown:
+        raise DataError(f"{dataset.name!r} has no class {unknown}; its classes are {dataset.classes}.")
+    old = [dataset.classes.index(c) for c in names]
+    keep = np.flatnonzero(np.isin(dataset.labels, old))
+    sub = dataset.subset(keep)
+    if not relabel:
+        return sub
+    remap = np.full(len(dataset.classes), -1, dtype=np.int64)
+    remap[old] = np.arange(len(old))
+    return ImageDataset(
+        name=sub.name,
+        root=sub.root,
+        classes=names,
+        labels=remap[sub.labels],
+        splits=sub.splits,
+        sources=sub.sources,
+        hashes=sub._hashes,
+        split_origin=sub.split_origin,
+        skipped=sub.skipped,
+        notes=sub.notes,
+        array=sub._array,
+        index=sub._index,
+        max_pixels=sub._max_pixels,
+    )
