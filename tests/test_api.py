@@ -1,0 +1,95 @@
+"""TransferClassifier through its public API on tiny data and a tiny random backbone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from transferkit import TransferClassifier
+from transferkit.errors import ConfigError, DataError, NotFittedError
+
+
+@pytest.fixture()
+def cache(tmp_path):
+    return tmp_path / "cache"
+
+
+def test_linear_fit_scores_on_held_out_val_and_reloads(tiny_card, tiny_folder, cache, tmp_path):
+    run = tmp_path / "run"
+    clf = TransferClassifier(backbone=tiny_card, strategy="linear", cache_dir=cache, progress=False)
+    clf.fit(tiny_folder, run_dir=run)
+    # split folders: trains on train/, scores on the 18 val/ images it never saw
+    assert clf.split_["scored"] == {"name": "val", "n": 18}
+    assert clf.classes_ == ["blue", "green", "red"]
+    assert clf.metrics_["accuracy"] >= 0.8  # colour classes are easy even for random features
+    assert {"config.json", "versions.json", "metrics.json", "history.json", "model"} <= {p.name for p in run.iterdir()}
+    config = json.loads((run / "config.json").read_text())
+    assert config["strategy"] == "linear" and config["backbone"]["weights_hash"]
+
+    again = TransferClassifier.load(run, cache_dir=cache)
+    files = sorted((tiny_folder / "val" / "red").iterdir())[:3]
+    np.testing.assert_allclose(again.predict_proba(files), clf.predict_proba(files), atol=1e-6)
+    assert again.score(tiny_folder) == pytest.approx(clf.metrics_["accuracy"])
+    assert list(again.predict(files)) == ["red"] * 3 or again.metrics_["accuracy"] < 1.0
+
+
+def test_intermediate_at_named_layer(tiny_card, tiny_folder, cache):
+    clf = TransferClassifier(backbone=tiny_card, strategy="intermediate", layer="stage2", cache_dir=cache,
+                             progress=False).fit(tiny_folder)
+    assert clf.model_.layer == "stage2"
+    assert clf.metrics_["accuracy"] > 0.5
+
+
+def test_intermediate_without_layer_picks_by_cross_validation(tiny_card, tiny_folder, cache):
+    clf = TransferClassifier(backbone=tiny_card, strategy="intermediate", cache_dir=cache,
+                             progress=False).fit(tiny_folder)
+    profile = clf.model_.info["layer_profile_cv_accuracy"]
+    assert clf.model_.layer == max(profile, key=profile.get)
+
+
+def test_second_fit_reuses_the_feature_store(tiny_card, tiny_folder, cache, monkeypatch):
+    TransferClassifier(backbone=tiny_card, cache_dir=cache, progress=False).fit(tiny_folder)
+    import transferkit.backbones as bb_module
+
+    calls = []
+    original = bb_module.Backbone.forward_layers
+    monkeypatch.setattr(bb_module.Backbone, "forward_layers",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    clf = TransferClassifier(backbone=tiny_card, cache_dir=cache, progress=False)
+    clf.fit(tiny_folder)
+    # training itself ran no forward pass; only scoring the held-out split did
+    assert clf.metrics_["n"] == 18
+
+
+def test_predict_before_fit_names_the_fix(tiny_card):
+    with pytest.raises(NotFittedError, match="Call fit"):
+        TransferClassifier(backbone=tiny_card).predict(np.zeros((1, 3, 32, 32), np.uint8))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"strategy": "linaer"}, r"must be one of .*Got 'linaer' instead\. Did you mean 'linear'"),
+    ({"precision": "fp8"}, r"'precision' parameter must be one of"),
+    ({"epochs": 0}, r"'epochs' parameter must be a positive integer"),
+    ({"hidden": (512, -1)}, r"'hidden' parameter"),
+])
+def test_parameters_are_validated_in_fit(tiny_card, tiny_folder, kwargs, message):
+    clf = TransferClassifier(backbone=tiny_card, progress=False, **kwargs)  # __init__ only stores
+    with pytest.raises(ConfigError, match=message):
+        clf.fit(tiny_folder)
+
+
+def test_evaluate_rejects_unknown_classes(tiny_card, tiny_folder, cache, tmp_path):
+    from conftest import make_image_folder
+
+    clf = TransferClassifier(backbone=tiny_card, cache_dir=cache, progress=False).fit(tiny_folder)
+    other = make_image_folder(tmp_path / "other", classes=("red", "purple"), per_class=4, splits=("val",))
+    with pytest.raises(DataError, match="purple"):
+        clf.evaluate(other, split="val")
+
+
+def test_image_array_of_wrong_shape_is_explained(tiny_card, tiny_folder, cache):
+    clf = TransferClassifier(backbone=tiny_card, cache_dir=cache, progress=False).fit(tiny_folder)
+    with pytest.raises(DataError, match=r"uint8 of shape \(N, 3, 32, 32\)"):
+        clf.predict(np.zeros((2, 3, 16, 16), np.uint8))
