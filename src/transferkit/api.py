@@ -99,12 +99,15 @@ class TransferClassifier:
         self.progress = progress
 
     # ------------------------------------------------------------------------------ fit
-    def fit(self, data: Any, *, run_dir: str | Path | None = None, resume: bool = False) -> TransferClassifier:
+    def fit(self, data: Any, *, run_dir: str | Path | None = None, resume: bool = False,
+            roles: SplitRoles | None = None) -> TransferClassifier:
         """Train on ``data`` (a path, a built-in name such as ``digits``, or an ``ImageDataset``).
 
         With ``run_dir`` the run is written there (configuration, versions, model, history,
         metrics on the held-out split) and can be reloaded with ``TransferClassifier.load``.
-        ``resume=True`` continues an interrupted run in ``run_dir``.
+        ``resume=True`` continues an interrupted run in ``run_dir``. ``roles`` overrides which
+        images train, select and are scored (``split_roles`` decides by default); studies such as
+        data-size curves use it to train on a subset while features stay shared.
         """
         from .strategies import FitContext, get_strategy
 
@@ -113,7 +116,7 @@ class TransferClassifier:
         backbone = self._backbone()
         strategy_name, params, advice = self._resolve_strategy(dataset, backbone)
         strategy = get_strategy(strategy_name)
-        roles = split_roles(dataset, self.val_fraction, self.seed)
+        roles = roles or split_roles(dataset, self.val_fraction, self.seed)
         run_path = Path(run_dir) if run_dir is not None else None
         if resume and run_path is None:
             raise ConfigError("resume=True needs the run_dir of the interrupted run.")

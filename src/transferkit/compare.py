@@ -1,0 +1,165 @@
+"""Every strategy on one dataset under one budget, and what transfer bought against scratch.
+
+``compare`` trains each strategy with the same split, seed and epoch budget, records its
+learning curve on the held-out split (report only, never for selection), measures data-size
+curves (accuracy against images per class for a probe and a fine-tune strategy), runs the
+advisor, and writes ``result.json``, the PNG figures and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .api import SplitRoles, TransferClassifier, as_dataset, default_cache_dir, library_versions, split_roles
+from .errors import ConfigError
+from .io import atomic_write_json
+from .strategies import strategy_names
+
+DEFAULT_STRATEGIES = ("linear", "intermediate", "partial", "full", "scratch")
+DEFAULT_SIZES = (5, 10, 25, 50)
+
+
+def per_class_roles(roles: SplitRoles, labels: np.ndarray, n_per_class: int, seed: int) -> SplitRoles:
+    """The same roles with train and val cut to at most ``n_per_class`` images per class (in total).
+
+    The scored split is untouched, so every point of a data-size curve is scored on the same images.
+    """
+    rng = np.random.default_rng(seed)
+    pool = np.concatenate([roles.train, roles.val])
+    keep: list[np.ndarray] = []
+    for c in np.unique(labels[pool]):
+        members = pool[labels[pool] == c]
+        keep.append(rng.permutation(members)[:n_per_class])
+    kept = np.sort(np.concatenate(keep))
+    val = np.intersect1d(roles.val, kept)
+    train = np.setdiff1d(kept, val)
+    if len(val) and len(train) < 2 * len(np.unique(labels[pool])):
+        train, val = kept, np.zeros(0, np.int64)  # too few images to hold any back
+    return SplitRoles(train, val, roles.scored, roles.scored_name, roles.val_origin)
+
+
+def compare(data: Any, backbone: Any, out_dir: str | Path, *,
+            strategies: Sequence[str] = DEFAULT_STRATEGIES, epochs: int | None = None,
+            sizes: Sequence[int] = DEFAULT_SIZES, size_strategies: Sequence[str] = ("linear", "partial"),
+            size_epochs: int | None = None, advise: bool = True, seed: int = 0, device: str = "auto",
+            precision: str = "auto", cache_dir: str | Path | None = None, progress: bool = True,
+            strategy_params: dict[str, dict[str, Any]] | None = None, title: str | None = None,
+            log: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
+    """Run the comparison and write ``out_dir/{result.json, report.html, plots/, runs/}``."""
+    from .backbones import load_backbone
+
+    unknown = [s for s in strategies if s not in strategy_names()]
+    if unknown or not strategies:
+        raise ConfigError(f"--strategies must be a comma-separated subset of {strategy_names()}; "
+                          f"got {list(strategies)!r}.")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dataset = as_dataset(data, seed=seed)
+    bb = backbone if hasattr(backbone, "forward_layers") else load_backbone(backbone)
+    roles = split_roles(dataset, 0.15, seed)
+    strategy_params = strategy_params or {}
+
+    def classifier(name: str, **extra: Any) -> TransferClassifier:
+        params = dict(strategy_params.get(name, {}))
+        params.update(extra)
+        return TransferClassifier(backbone=bb, strategy=name, epochs=params.pop("epochs", epochs),
+                                  params=params, device=device, precision=precision, cache_dir=cache,
+                                  seed=seed, progress=progress)
+
+    result: dict[str, Any] = {
+        "title": title or f"transferkit: {bb.name} on {dataset.name}",
+        "backbone": {"name": bb.name, "spec": str(bb.spec), "weights_hash": bb.weights_hash,
+                     "pretrained": bb.pretrained, "input_size": list(bb.preprocessing.input_size)},
+        "data": {"path": str(dataset.root), "name": dataset.name, "fingerprint": dataset.fingerprint,
+                 "n_images": len(dataset), "classes": list(dataset.classes),
+                 "counts": {k: int(v) for k, v in dataset.class_counts().items()},
+                 "skipped": len(dataset.skipped)},
+        "split": {"train": f"{len(roles.train)} train images (+{len(roles.val)} for model selection: "
+                           f"{roles.val_origin})",
+                  "scored": roles.scored_name, "origin": dataset.split_origin,
+                  "n_train": int(len(roles.train) + len(roles.val)), "n_scored": int(len(roles.scored)),
+                  "val": roles.val_origin},
+        "seed": seed, "versions": library_versions(), "command": " ".join(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget": {"epochs": epochs},
+        "strategies": {},
+    }
+    if advise:
+        from .advisor import advise as run_advisor
+
+        log("advisor: measuring size and similarity")
+        t0 = time.perf_counter()
+        advice = run_advisor(dataset, bb, store_dir=cache / "features", device=device, seed=seed,
+                             progress=progress)
+        result["advisor"] = advice.to_dict()
+        result["advisor"]["seconds"] = round(time.perf_counter() - t0, 2)
+
+    fitted: dict[str, TransferClassifier] = {}
+    for name in strategies:
+        log(f"strategy {name}: training")
+        clf = classifier(name).fit(dataset, run_dir=out_dir / "runs" / name, roles=roles)
+        fitted[name] = clf
+        result["strategies"][name] = {"metrics": clf.metrics_, "history": clf.history_,
+                                      "seconds": round(clf.fit_seconds_, 2), "params": clf.params_}
+        atomic_write_json(out_dir / "result.json", result)  # partial results survive an interruption
+
+    from .report.benefit import transfer_benefit
+
+    histories = {n: s["history"] for n, s in result["strategies"].items()}
+    if "scratch" in histories:
+        result["benefit"] = transfer_benefit(histories, baseline="scratch")
+    result["best_strategy"] = max(result["strategies"],
+                                  key=lambda n: result["strategies"][n]["metrics"].get("accuracy", -1))
+
+    if sizes and size_strategies:
+        result["data_size"] = data_size_curves(dataset, roles, sizes, size_strategies, classifier,
+                                               size_epochs or epochs, seed, log)
+
+    misclassified = misclassified_examples(fitted[result["best_strategy"]], dataset, roles)
+    atomic_write_json(out_dir / "result.json", result)
+    from .report.html import write_report
+
+    log("writing the report")
+    result["report"] = str(write_report(result, out_dir, misclassified_images=misclassified))
+    atomic_write_json(out_dir / "result.json", result)
+    return result
+
+
+def data_size_curves(dataset, roles: SplitRoles, sizes: Sequence[int], strategies: Sequence[str],
+                     classifier: Callable[..., TransferClassifier], epochs: int | None, seed: int,
+                     log: Callable[[str], None]) -> dict[str, dict[str, float]]:
+    """Held-out accuracy against training images per class, for each of ``strategies``."""
+    pool = np.concatenate([roles.train, roles.val])
+    largest = int(np.bincount(dataset.labels[pool]).max())
+    points = sorted({int(n) for n in sizes if 2 <= int(n) < largest})
+    curves: dict[str, dict[str, float]] = {}
+    for name in strategies:
+        curves[name] = {}
+        for n in points:
+            log(f"data-size curve: {name} at {n} images per class")
+            sub = per_class_roles(roles, dataset.labels, n, seed)
+            clf = classifier(name, **({"epochs": epochs} if epochs else {}))
+            clf.progress = False
+            clf.fit(dataset, roles=sub)
+            curves[name][str(n)] = clf.metrics_["accuracy"]
+    return curves
+
+
+def misclassified_examples(clf: TransferClassifier, dataset, roles: SplitRoles, limit: int = 24):
+    """Up to ``limit`` held-out images the best strategy gets wrong, with true and predicted classes."""
+    if not len(roles.scored):
+        return None
+    images = clf.images(dataset)[roles.scored]
+    pred = clf.model_.predict(np.ascontiguousarray(images))
+    true = dataset.labels[roles.scored]
+    wrong = np.flatnonzero(pred != true)[:limit]
+    if not len(wrong):
+        return None
+    return {"images": np.asarray(images[wrong]), "true": [dataset.classes[i] for i in true[wrong]],
+            "pred": [dataset.classes[i] for i in pred[wrong]], "strategy": clf.strategy_}
