@@ -5,8 +5,10 @@ says (any importable callable with any arguments), so a doctored ``data_batch_1`
 arbitrary code execution. We read them with :class:`RestrictedUnpickler`, which resolves
 only the three globals the real batches need to rebuild their numpy ``data`` array
 (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``); every other
-global is refused with :class:`UnsafeFileError`. The rest of a batch is plain dicts, lists,
-ints, bytes and strings, which unpickling builds without any lookup. The result is then
+global is refused with :class:`UnsafeFileError`. (Batches re-saved by Python 3 at protocol
+2 also spell bytes as ``_codecs.encode(text, "latin1")``; that is allowed for latin-1 only.)
+The rest of a batch is plain dicts, lists, ints, bytes and strings, which unpickling builds
+without any lookup. The result is then
 validated (uint8 array of shape (N, 3072), N integer labels in range).
 """
 
@@ -26,7 +28,22 @@ try:  # numpy >= 2
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
+
+def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """Stand-in for ``_codecs.encode``: how Python 3 pickles bytes at protocol <= 2.
+
+    The real function looks up any codec by name (zlib, bz2, ...); only latin-1 is allowed.
+    """
+    if not isinstance(text, str) or encoding.lower().replace("-", "").replace("_", "") not in (
+        "latin1",
+        "iso88591",
+    ):
+        raise UnsafeFileError(f"CIFAR batch asks for _codecs.encode with encoding {encoding!r}; refused.")
+    return text.encode("latin1", errors)
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): _latin1_encode,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
