@@ -45,6 +45,9 @@ page that says so). Accuracies are fractions in [0, 1]. Mappings keep their inse
     ``table_rule`` (str: the size x similarity rule that applied),
     ``similarity``: {``summary`` (str), ``signals`` ({name: float}),
     ``per_layer`` ({layer: {``probe_acc``: float, ``bn_similarity``: float}}, shallow -> deep)}.
+    ``Similarity.to_dict()`` from ``transferkit.advisor.similarity`` is read as well: ``layers``
+    (list of {``layer``, ``probe_acc``, ``bn_similarity``}) stands for ``per_layer``, and without
+    a ``summary`` one is made from ``score`` / ``similar``; its ``definition`` and ``notes`` are shown.
 ``best_strategy``: str. Default: the strategy with the highest ``metrics.accuracy``.
 
 ``misclassified_images`` (keyword argument, not JSON): {``images``: uint8 array (N,3,H,W) or
@@ -170,6 +173,35 @@ def _data_size_curves(result: Mapping[str, Any]) -> dict[str, dict[int, float]]:
     return curves
 
 
+def _similarity(advisor: Mapping[str, Any]) -> dict[str, Any]:
+    """summary / signals / per_layer / definition / notes of ``advisor['similarity']``, in either form."""
+    sim = advisor.get("similarity") or {}
+    if not isinstance(sim, Mapping):
+        sim = {}
+    per_layer = sim.get("per_layer") or {}
+    if not per_layer and isinstance(sim.get("layers"), list):
+        per_layer = {
+            str(x["layer"]): {k: x.get(k) for k in ("probe_acc", "bn_similarity")}
+            for x in sim["layers"]
+            if isinstance(x, Mapping) and x.get("layer") is not None
+        }
+    summary = sim.get("summary")
+    if not summary and _finite(sim.get("score")):
+        verdict = sim.get("similar")
+        summary = f"score {sim['score']:.2f} of 1" + (
+            "" if verdict is None else (" (similar to the source data)" if verdict else " (dissimilar)")
+        )
+    signals = sim.get("signals") if isinstance(sim.get("signals"), Mapping) else {}
+    notes = sim.get("notes") if isinstance(sim.get("notes"), list) else []
+    return {
+        "summary": summary,
+        "signals": signals,
+        "per_layer": per_layer,
+        "definition": sim.get("definition"),
+        "notes": notes,
+    }
+
+
 class _Figures:
     """Draws figures, keeps (section, html) pairs and the reasons a figure was not drawn."""
 
@@ -249,8 +281,8 @@ def _draw_figures(
             curves,
         )
     advisor = result.get("advisor") or {}
-    similarity = advisor.get("similarity") or {}
-    per_layer = similarity.get("per_layer") or {}
+    similarity = _similarity(advisor)
+    per_layer = similarity["per_layer"]
     if per_layer:
         figs.draw(
             "layer_profile",
@@ -260,12 +292,13 @@ def _draw_figures(
             plots.plot_layer_profile,
             per_layer,
         )
-    signals = similarity.get("signals") or {}
+    signals = similarity["signals"]
     if signals:
         figs.draw(
             "similarity",
             "Similarity signals",
-            "The advisor's measurements of how similar this data is to the backbone's source data.",
+            "The advisor's measurements of how similar this data is to the backbone's source data."
+            + (f" {_e(similarity['definition'])}" if similarity.get("definition") else ""),
             plots.plot_similarity,
             signals,
         )
@@ -324,9 +357,11 @@ def _summary(result: Mapping[str, Any], benefit: Mapping[str, Any] | None) -> st
             body += "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>"
         if advisor.get("table_rule"):
             body += f'<p class="muted">Rule applied: {_e(advisor["table_rule"])}</p>'
-        summary = (advisor.get("similarity") or {}).get("summary")
-        if summary:
-            body += f'<p class="muted">Similarity: {_e(summary)}</p>'
+        sim = _similarity(advisor)
+        if sim["summary"]:
+            body += f'<p class="muted">Similarity: {_e(sim["summary"])}</p>'
+        if sim["notes"]:
+            body += '<ul class="muted">' + "".join(f"<li>{_e(n)}</li>" for n in sim["notes"]) + "</ul>"
         if body:
             parts.append(f'<div class="card"><h3>Advisor</h3>{body}</div>')
     ds = _data_size_curves(result)
