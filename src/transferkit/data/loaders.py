@@ -160,6 +160,16 @@ class _Walker:
         except OSError:
             return []
 
+    def reserve(self, folders: Sequence[str]) -> None:
+        """Mark the root, split and class folders as owned: a symlink from inside one class
+        folder to the root or to another class folder is not followed (it would relabel images)."""
+        for d in folders:
+            try:
+                st = os.stat(d)
+            except OSError:
+                continue
+            self.visited.add((st.st_dev, st.st_ino))
+
     def files(self, top: str) -> list[str]:
         """Image files under ``top`` (recursively), sorted by their byte names."""
         found: list[str] = []
@@ -172,7 +182,7 @@ class _Walker:
                 self.loops.append(d)
                 continue
             key = (st.st_dev, st.st_ino)
-            if key in self.visited:
+            if d != top and key in self.visited:
                 self.loops.append(d)
                 continue
             self.visited.add(key)
@@ -687,6 +697,8 @@ def _load_folder(root: Path, *, declared: Sequence[str] | None, **kw: Any) -> Im
                 "with class folders inside, or one folder per class, not both."
             )
         origin = "folders"
+        walker.reserve([str(root), *split_dirs.values()])
+        walker.reserve([c for d in split_dirs.values() for c in walker.subdirs(d)])
         for split in SPLIT_NAMES:
             if split not in split_dirs:
                 continue
@@ -714,6 +726,7 @@ def _load_folder(root: Path, *, declared: Sequence[str] | None, **kw: Any) -> Im
         loose = walker.loose_images(str(root))
         if loose:
             notes.append(f"{len(loose)} image(s) directly in {root} are outside any class folder; ignored")
+        walker.reserve([str(root), *top])
         for cdir in top:
             cls = os.path.basename(cdir)
             files = walker.files(cdir)
