@@ -120,6 +120,7 @@ def example_result() -> dict[str, Any]:
         },
         "command": ["transferkit", "run", "/data/pets & friends", "--backbone", "mobilenetv2_035"],
         "created": "2025-01-01T12:00:00+00:00",
+        "budget": {"epochs": 8},
         "strategies": strategies,
         "benefit": transfer_benefit({n: s["history"] for n, s in strategies.items()}),
         "data_size": {

@@ -28,6 +28,7 @@ page that says so). Accuracies are fractions in [0, 1]. Mappings keep their inse
 ``versions``: {package: version str}, e.g. python, torch, timm, transferkit, sklearn.
 ``command``: str or list[str] (the command line; a list is shell-quoted).
 ``created``: str (ISO 8601 date-time).
+``budget``: {name: value} (optional, e.g. ``epochs``), listed with the run.
 ``strategies``: {name: dict} in display order, each with
     ``metrics``: {``accuracy``, ``balanced_accuracy``, ``macro_f1``: float,
     ``per_class``: {class: {``precision``, ``recall``, ``f1``: float, ``support``: int}},
@@ -555,6 +556,9 @@ def _provenance(result: Mapping[str, Any]) -> str:
         ("command", _code(_command(result["command"])) if result.get("command") else None),
         ("date", _e(result["created"]) if result.get("created") else None),
     ]
+    budget = result.get("budget")
+    if isinstance(budget, Mapping):
+        run_rows += [(f"budget: {k}", _e(v)) for k, v in budget.items() if v is not None]
     run = _kv_table(run_rows)
     if run:
         sections.append("<h3>Run</h3>" + run)

@@ -240,6 +240,8 @@ def plot_layer_profile(per_layer: Mapping[str, Mapping[str, Any]], path: str | P
         sy = [v for v in sim if _finite(v)]
         (line,) = ax2.plot(sx, sy, color="#dd8452", marker="s", linewidth=2, label="BN-statistics similarity")
         ax2.set_ylabel("similarity to source data")
+        if min(sy) >= 0 and max(sy) <= 1:  # a [0, 1] score: same scale as accuracy, no zoomed-in drama
+            ax2.set_ylim(0, 1.08)
         handles.append(line)
     ax.set_title("Per-layer profile: where the backbone's features fit this data")
     if handles:
