@@ -275,7 +275,9 @@ class TransferClassifier:
         if unknown:
             raise DataError(f"{dataset.root} has classes the model was not trained on: {unknown}. "
                             f"The model knows {self.classes_}.")
-        return dataset.with_classes(self.classes_)
+        from .data import align_classes
+
+        return align_classes(dataset, self.classes_)
 
     # ---------------------------------------------------------------------- persistence
     def _write_config(self, run_dir: Path) -> None:

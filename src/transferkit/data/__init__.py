@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from .dataset import ImageDataset
 from .images import IMAGE_EXTENSIONS, INTERPOLATIONS, load_image_uint8, to_rgb
-from .loaders import UnsafeDataPathError, load_dataset
-from .ops import filter_classes, per_class_subset
+from .loaders import UnsafeDataPathError, list_image_files, load_dataset
+from .ops import align_classes, filter_classes, per_class_subset
 from .split import stratified_dedup_split
 
 __all__ = [
@@ -17,7 +17,9 @@ __all__ = [
     "INTERPOLATIONS",
     "ImageDataset",
     "UnsafeDataPathError",
+    "align_classes",
     "filter_classes",
+    "list_image_files",
     "load_dataset",
     "load_image_uint8",
     "per_class_subset",

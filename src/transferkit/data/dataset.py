@@ -6,11 +6,9 @@ Subsets share the underlying array / path list and are cheap.
 
 Decode-time failures. The loader fully decodes every file once at load time, so a file
 that fails later has changed or vanished on disk since. :meth:`ImageDataset.decode` checks
-each file's bytes against its load-time hash; an item whose bytes changed or that fails to
-decode is **dropped in place**: it is appended to ``skipped`` with the reason, removed from
-``labels`` / ``splits`` / ``sources``, the ``fingerprint`` is recomputed, a warning is
-issued, and the returned array has one row per remaining item. Read ``labels`` after
-``decode`` when that matters (it only ever happens when files change under a live run).
+each file's bytes against its load-time hash; when any changed or fails to decode it raises a
+``DataError`` naming the file and writes no cache. It never drops rows in place: callers hold
+index arrays (split roles, stored features) that must keep meaning the same images.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import hashlib
 import json
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -292,25 +289,16 @@ class ImageDataset:
             bar.close()
         return failures
 
-    def _drop_in_place(self, failures: list[tuple[int, str]]) -> np.ndarray:
-        bad = {i for i, _ in failures}
-        for i, reason in failures:
-            self.skipped.append((self.sources[i], f"failed at decode: {reason}"))
-        warnings.warn(
-            f"{len(bad)} image(s) of {self.name!r} failed at decode time and were dropped from the "
-            f"dataset (see dataset.skipped), e.g. {failures[0][0]}: {failures[0][1]}",
-            RuntimeWarning,
-            stacklevel=3,
+    def _refuse_changed(self, failures: list[tuple[int, str]]) -> None:
+        # Dropping rows here would silently shift every index array a caller holds (train /
+        # val / scored roles, stored features), so a file that changed after loading stops the
+        # decode instead; nothing is cached and loading again picks up the current files.
+        i, reason = failures[0]
+        raise DataError(
+            f"{len(failures)} image(s) of {self.name!r} changed or became unreadable after the dataset "
+            f"was loaded, e.g. {self.sources[i]}: {reason}. Nothing was cached; load the dataset again "
+            "(run the same command again)."
         )
-        keep = np.array([i for i in range(len(self)) if i not in bad], dtype=np.int64)
-        self.labels = self.labels[keep]
-        self.splits = self.splits[keep]
-        self.sources = [self.sources[i] for i in keep]
-        self._hashes = [self._hashes[i] for i in keep]
-        if self._index is not None:
-            self._index = self._index[keep]
-        self.fingerprint = compute_fingerprint(self._hashes, self.labels, self.classes, self.splits)
-        return keep
 
     def cache_path(
         self, cache_dir: str | os.PathLike[str], size: Any, interpolation: str = "bilinear"
@@ -343,8 +331,7 @@ class ImageDataset:
             out = np.empty((n, 3, *hw), dtype=np.uint8)
             failures = self._decode_into(out, hw, resample, progress, num_workers)
             if failures:
-                keep = self._drop_in_place(failures)
-                out = out[keep]
+                self._refuse_changed(failures)
             return out
         dest = self.cache_path(cache_dir, hw, interpolation)
         if dest.is_file():
@@ -354,25 +341,12 @@ class ImageDataset:
                     return cached
             except (OSError, ValueError):
                 pass  # unreadable cache entry: rebuild it below
-        try:
-            with atomic_path(dest, suffix=".npy") as tmp:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *hw))
-                failures = self._decode_into(out, hw, resample, progress, num_workers)
-                out.flush()
-                if failures:
-                    # Drop the failed rows, store the compacted array under the new fingerprint,
-                    # and abandon the temporary file (atomic_path removes it).
-                    keep = self._drop_in_place(failures)
-                    new_dest = self.cache_path(cache_dir, hw, interpolation)
-                    with atomic_path(new_dest, suffix=".npy") as tmp2, open(tmp2, "wb") as fh:
-                        np.save(fh, np.asarray(out[keep]), allow_pickle=False)
-                    del out
-                    raise _AbortCache(new_dest)
-                del out
-        except _AbortCache as abort:
-            dest = abort.args[0]
+        with atomic_path(dest, suffix=".npy") as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *hw))
+            failures = self._decode_into(out, hw, resample, progress, num_workers)
+            out.flush()
+            del out
+            if failures:
+                self._refuse_changed(failures)
         return np.load(dest, mmap_mode="r", allow_pickle=False)
 
-
-class _AbortCache(Exception):
-    pass

@@ -825,3 +825,11 @@ def load_dataset(
             "folders), a CSV manifest, an .npz, a CIFAR python-batches folder, or 'digits'."
         )
     return ds.split(split) if split is not None else ds
+
+
+def list_image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``folder`` (recursive, hidden files and symlink loops skipped), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder of images.")
+    return [Path(p) for p in _Walker().files(str(folder))]

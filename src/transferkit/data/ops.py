@@ -67,3 +67,31 @@ def filter_classes(dataset: ImageDataset, class_names: Sequence[str], relabel: b
         index=sub._index,
         max_pixels=sub._max_pixels,
     )
+
+
+def align_classes(dataset: ImageDataset, classes: Sequence[str]) -> ImageDataset:
+    """``dataset`` relabelled into the class order ``classes`` (a superset of its own classes).
+
+    Used to score a model on data whose folders list only some of the model's classes, or in
+    another order. A class of the data that ``classes`` lacks is a DataError naming it.
+    """
+    names = [str(c) for c in classes]
+    unknown = sorted(set(dataset.classes) - set(names))
+    if unknown:
+        raise DataError(f"{dataset.name!r} has classes {unknown} that are not among {names}.")
+    remap = np.array([names.index(c) for c in dataset.classes], dtype=np.int64)
+    return ImageDataset(
+        name=dataset.name,
+        root=dataset.root,
+        classes=names,
+        labels=remap[dataset.labels] if len(dataset.labels) else dataset.labels,
+        splits=dataset.splits,
+        sources=dataset.sources,
+        hashes=dataset._hashes,
+        split_origin=dataset.split_origin,
+        skipped=dataset.skipped,
+        notes=dataset.notes,
+        array=dataset._array,
+        index=dataset._index,
+        max_pixels=dataset._max_pixels,
+    )
