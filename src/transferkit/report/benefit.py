@@ -42,8 +42,7 @@ DEFINITIONS: dict[str, str] = {
         "history) the probe's accuracy before any training of the network body."
     ),
     "slope": (
-        "Mean gain per epoch over the first k epochs: (acc[k] - acc[1]) / (k - 1). "
-        "0 for a strategy fitted in one go."
+        "Mean gain per epoch over the first k epochs: (acc[k] - acc[1]) / (k - 1). 0 for a strategy fitted in one go."
     ),
     "auc": (
         "Area under the learning curve (trapezoid over epochs 1..E) divided by E - 1: the curve's mean "

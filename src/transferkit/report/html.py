@@ -124,9 +124,7 @@ def headline(result: Mapping[str, Any]) -> str | None:
     scratch = _accuracy(result, "scratch")
     if best == "scratch":
         others = [
-            (a, n)
-            for n in result.get("strategies", {})
-            if n != "scratch" and (a := _accuracy(result, n)) is not None
+            (a, n) for n in result.get("strategies", {}) if n != "scratch" and (a := _accuracy(result, n)) is not None
         ]
         if others:
             a, n = max(others)
@@ -203,6 +201,27 @@ def _similarity(advisor: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _crossover_sentence(curves: Mapping[str, Mapping[int, float]]) -> str | None:
+    """Where the fine-tune data-size curve overtakes the probe curve, in words (None without both)."""
+    probe, fine = pick_pair(curves)
+    if not (probe and fine):
+        return None
+    common = sorted(set(curves[probe]) & set(curves[fine]))
+    if not common:
+        return None
+    n_star = crossover(curves[probe], curves[fine])
+    if n_star is None:
+        return f"{fine} never overtakes {probe} in the measured range ({common[0]}–{common[-1]} images per class)."
+    if n_star == common[0] and curves[fine][n_star] > curves[probe][n_star]:
+        return (
+            f"{fine} is ahead of {probe} already at {n_star} images per class, the smallest size measured: fine-tune."
+        )
+    return (
+        f"{fine} overtakes {probe} at about {n_star} training images per class, this dataset's small/large "
+        "boundary: with fewer, train a probe; with more, fine-tune."
+    )
+
+
 class _Figures:
     """Draws figures, keeps (section, html) pairs and the reasons a figure was not drawn."""
 
@@ -263,16 +282,8 @@ def _draw_figures(
         )
     curves = _data_size_curves(result)
     if curves:
-        probe, fine = pick_pair(curves)
-        n_star = crossover(curves[probe], curves[fine]) if probe and fine else None
-        where = (
-            f" {_e(fine)} overtakes {_e(probe)} at about <strong>{n_star} images per class</strong>: this "
-            "dataset's small/large boundary."
-            if n_star is not None
-            else (
-                f" {_e(fine)} does not overtake {_e(probe)} in the measured range." if probe and fine else ""
-            )
-        )
+        text = _crossover_sentence(curves)
+        where = f" {_e(text)}" if text else ""
         figs.draw(
             "data_size",
             "Data-size curves",
@@ -365,18 +376,8 @@ def _summary(result: Mapping[str, Any], benefit: Mapping[str, Any] | None) -> st
             body += '<ul class="muted">' + "".join(f"<li>{_e(n)}</li>" for n in sim["notes"]) + "</ul>"
         if body:
             parts.append(f'<div class="card"><h3>Advisor</h3>{body}</div>')
-    ds = _data_size_curves(result)
-    probe, fine = pick_pair(ds)
-    if probe and fine:
-        n_star = crossover(ds[probe], ds[fine])
-        text = (
-            f"{fine} overtakes {probe} at about {n_star} training images per class: "
-            "with fewer, train a probe; "
-            "with more, fine-tune."
-            if n_star is not None
-            else f"{fine} never overtakes {probe} in the measured range "
-            f"({min(ds[probe])}–{max(ds[probe])} images per class)."
-        )
+    text = _crossover_sentence(_data_size_curves(result))
+    if text:
         parts.append(f"<p>Data size: {_e(text)}</p>")
     if not parts:
         return ""
@@ -413,16 +414,10 @@ def _benefit_section(benefit: Mapping[str, Any] | None) -> str:
     defs = benefit.get("definitions") or DEFINITIONS
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in defs.items())
     fallback = sorted({r.get("metric") for r in benefit["strategies"].values()} - {metric})
-    note = (
-        f" (read from {_e(', '.join(map(str, fallback)))} where {_e(metric)} was not recorded)"
-        if fallback
-        else ""
-    )
+    note = f" (read from {_e(', '.join(map(str, fallback)))} where {_e(metric)} was not recorded)" if fallback else ""
     skipped = benefit.get("skipped") or {}
     skip = (
-        '<p class="muted">Not in the table: '
-        + "; ".join(f"{_e(k)} ({_e(v)})" for k, v in skipped.items())
-        + "</p>"
+        '<p class="muted">Not in the table: ' + "; ".join(f"{_e(k)} ({_e(v)})" for k, v in skipped.items()) + "</p>"
         if skipped
         else ""
     )
@@ -535,8 +530,7 @@ def _provenance(result: Mapping[str, Any]) -> str:
         rows = [
             (
                 "trained on",
-                _e(split["train"])
-                + (f" ({_e(split['n_train'])} images)" if split.get("n_train") is not None else "")
+                _e(split["train"]) + (f" ({_e(split['n_train'])} images)" if split.get("n_train") is not None else "")
                 if split.get("train")
                 else None,
             ),
@@ -589,17 +583,11 @@ def _command(command: Any) -> str:
 
 
 def _params_section(result: Mapping[str, Any]) -> str:
-    rows = [
-        (name, s.get("params"))
-        for name, s in (result.get("strategies") or {}).items()
-        if s and s.get("params")
-    ]
+    rows = [(name, s.get("params")) for name, s in (result.get("strategies") or {}).items() if s and s.get("params")]
     if not rows:
         return ""
     items = "".join(
-        f"<tr><td>{_e(name)}</td><td>"
-        + ", ".join(f"{_e(k)}={_e(v)}" for k, v in params.items())
-        + "</td></tr>"
+        f"<tr><td>{_e(name)}</td><td>" + ", ".join(f"{_e(k)}={_e(v)}" for k, v in params.items()) + "</td></tr>"
         for name, params in rows
     )
     return (
@@ -707,11 +695,7 @@ def render_html(
     ]
     nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in links if f'id="{k}"' in content)
     generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    footnote = (
-        " Self-contained: figures are embedded; the PNG files are beside this page in plots/."
-        if figures
-        else ""
-    )
+    footnote = " Self-contained: figures are embedded; the PNG files are beside this page in plots/." if figures else ""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -743,9 +727,7 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     benefit = result.get("benefit")
     if not benefit:
-        histories = {
-            n: s.get("history") for n, s in (result.get("strategies") or {}).items() if s and s.get("history")
-        }
+        histories = {n: s.get("history") for n, s in (result.get("strategies") or {}).items() if s and s.get("history")}
         benefit = transfer_benefit(histories) if histories else None
     best = best_strategy(result)
     figs = _draw_figures(result, benefit, best, out_dir, misclassified_images)

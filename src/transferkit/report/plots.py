@@ -127,9 +127,7 @@ def plot_learning_curves(
     if ax_loss.lines:
         ax_loss.legend(loc="upper right", fontsize=9)
     else:
-        ax_loss.text(
-            0.5, 0.5, "no per-epoch training loss", ha="center", va="center", transform=ax_loss.transAxes
-        )
+        ax_loss.text(0.5, 0.5, "no per-epoch training loss", ha="center", va="center", transform=ax_loss.transAxes)
     for ax in (ax_acc, ax_loss):
         ax.xaxis.get_major_locator().set_params(integer=True)
     if title:
@@ -228,9 +226,7 @@ def plot_layer_profile(per_layer: Mapping[str, Mapping[str, Any]], path: str | P
         ax.set_ylim(0, 1.08)
     ax.set_ylabel("linear-probe accuracy")
     ax.set_xticks(x)
-    ax.set_xticklabels(
-        layers, rotation=30 if len(layers) > 6 else 0, ha="right" if len(layers) > 6 else "center"
-    )
+    ax.set_xticklabels(layers, rotation=30 if len(layers) > 6 else 0, ha="right" if len(layers) > 6 else "center")
     ax.set_xlabel("cut point (shallow → deep)")
     if any(_finite(v) for v in sim):
         ax2 = ax.twinx()
