@@ -86,7 +86,7 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
                   "scored": roles.scored_name, "origin": dataset.split_origin,
                   "n_train": int(len(roles.train) + len(roles.val)), "n_scored": int(len(roles.scored)),
                   "val": roles.val_origin},
-        "seed": seed, "versions": library_versions(), "command": " ".join(sys.argv),
+        "seed": seed, "versions": library_versions(), "command": list(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget": {"epochs": epochs},
         "strategies": {},
     }
@@ -120,6 +120,7 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
     if sizes and size_strategies:
         result["data_size"] = data_size_curves(dataset, roles, sizes, size_strategies, classifier,
                                                size_epochs or epochs, seed, log)
+        add_full_data_points(result["data_size"], result["strategies"])
 
     misclassified = misclassified_examples(fitted[result["best_strategy"]], dataset, roles)
     atomic_write_json(out_dir / "result.json", result)
@@ -149,6 +150,13 @@ def data_size_curves(dataset, roles: SplitRoles, sizes: Sequence[int], strategie
             clf.fit(dataset, roles=sub)
             curves[name][str(n)] = clf.metrics_["accuracy"]
     return curves
+
+
+def add_full_data_points(curves: dict[str, dict[str, float]], strategies: dict[str, Any]) -> None:
+    """Extend each data-size curve to "all" with that strategy's full-data accuracy."""
+    for name, curve in curves.items():
+        if name in strategies:
+            curve["all"] = strategies[name]["metrics"]["accuracy"]
 
 
 def misclassified_examples(clf: TransferClassifier, dataset, roles: SplitRoles, limit: int = 24):
