@@ -12,6 +12,7 @@ benchmarks.
 - :func:`normalized_leep`: LEEP rescaled to [0, 1] by the label entropy.
 - :func:`source_entropy`: mean normalised entropy of source-class predictions (0 = always
   sure of one source class, 1 = uniform over the source classes).
+- :func:`source_mutual_information`: information the source prediction carries about the image.
 - :func:`knn_accuracy`: leave-one-out cosine k-nearest-neighbour accuracy.
 - :func:`probe_accuracy`: cross-validated logistic-regression accuracy on standardised features.
 """
@@ -30,6 +31,7 @@ __all__ = [
     "leep",
     "normalized_leep",
     "source_entropy",
+    "source_mutual_information",
     "knn_accuracy",
     "probe_accuracy",
     "chance_accuracy",
@@ -239,6 +241,23 @@ def source_entropy(source_probs: np.ndarray) -> float:
     return float(np.mean(h) / np.log(z))
 
 
+def source_mutual_information(source_probs: np.ndarray) -> float:
+    """Mutual information between image and source prediction, normalised by ``log Z``.
+
+    ``(H(mean_i theta_i) - mean_i H(theta_i)) / log Z`` in [0, 1]: high when the source head
+    makes confident and *different* predictions for different images, low when it spreads its
+    belief (high entropy) or puts every image into the same few source classes.
+    """
+    p = _check_probs(source_probs, "source_mutual_information")
+    z = p.shape[1]
+    if z < 2:
+        return float("nan")
+    marginal = p.mean(axis=0)
+    h_marg = float(-(marginal * np.log(np.clip(marginal, 1e-12, None))).sum())
+    h_cond = float(np.mean(-(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1)))
+    return max(0.0, h_marg - h_cond) / float(np.log(z))
+
+
 # ------------------------------------------------------------------------------ kNN and probe
 
 
@@ -335,7 +354,8 @@ def probe_accuracy(
         return float("nan")
     cv = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     scores = [
-        holdout_probe_accuracy(f[tr], y[tr], f[te], y[te], c=c, max_iter=max_iter) for tr, te in cv.split(f, y)
+        holdout_probe_accuracy(f[tr], y[tr], f[te], y[te], c=c, max_iter=max_iter)
+        for tr, te in cv.split(f, y)
     ]
     return float(np.mean(scores))
 
