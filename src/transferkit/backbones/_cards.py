@@ -80,7 +80,7 @@ def resolve_card_path(path: Path, rel: str, field_name: str, *, allow_outside: b
             "into the card's folder, or pass allow_outside_weights=True (CLI: --allow-outside-weights) "
             "if you trust this card."
         )
-    return p if p.is_absolute() else card_dir / p
+    return Path(os.path.normpath(p if p.is_absolute() else card_dir / p))
 
 
 def _triple(path: Path, raw: dict[str, Any], key: str, positive: bool = False) -> tuple[float, ...] | None:

@@ -161,11 +161,24 @@ def _imagenet_names(model: nn.Module) -> list[str] | None:
 
 
 def _hf_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
-    return Path(home) / "hub"
+    """The Hugging Face hub cache timm downloads into (HF_HUB_CACHE / HF_HOME, as huggingface_hub sees them)."""
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        home = os.environ.get("HF_HOME") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+        return Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub")
+
+
+def _hf_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _timm_cached_file(arch: str) -> Path | None:
@@ -346,6 +359,11 @@ def _timm_pretrained(arch: str, kwargs: dict[str, Any]) -> tuple[nn.Module, str,
         extra = " (registered by transferkit; its weights come from a backbone card)" \
             if arch.split(".")[0] in EXTRA_TIMM_MODELS else ""
         raise WeightsNotFoundError(f"timm knows no pretrained weights for {arch!r}{extra}. " + _FIX)
+    if not cfg.hf_hub_id and _hf_offline() and _timm_cached_file(arch) is None:
+        # timm would fetch this URL-only checkpoint through torch.hub, which ignores HF_HUB_OFFLINE.
+        raise WeightsNotFoundError(
+            f"Pretrained weights for {arch!r} ({cfg.url}) are not in torch hub's cache "
+            f"({Path(torch.hub.get_dir()) / 'checkpoints'}) and HF_HUB_OFFLINE is set. " + _FIX)
     try:
         model = timm.create_model(arch, pretrained=True, **kwargs)
     except Exception as exc:  # offline hub errors, missing cache entries, connection errors...
