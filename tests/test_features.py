@@ -362,3 +362,40 @@ def test_resolve_device_and_precision():
         resolve_precision("half", torch.device("cpu"))
     with pytest.raises(ConfigError, match="only supported on CUDA"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+# ------------------------------------------------------------- real data / backbones modules
+@pytest.fixture(scope="module")
+def real(tiny_card, tiny_folder):
+    from transferkit.backbones import load_backbone
+    from transferkit.data import load_dataset
+
+    return load_backbone(str(tiny_card)), load_dataset(str(tiny_folder))
+
+
+def test_real_modules_multi_layer_pass_store_hit_and_bf16(real, tmp_path):
+    bb, ds = real
+    layers = ["stage1", "stage3", "pool"]
+    together = extract_features(bb, ds, layers, store_dir=tmp_path / "a", batch_size=8, device="cpu",
+                                precision="fp32", progress=False, chunk_size=16)
+    assert together.features["pool"].shape == (len(ds), bb.num_features)
+    for layer in layers:
+        assert together.features[layer].shape[1] == bb.layer(layer).channels
+        alone = extract_features(bb, ds, [layer], store_dir=tmp_path / f"b-{layer}", batch_size=8,
+                                 device="cpu", precision="fp32", progress=False, chunk_size=16)
+        np.testing.assert_array_equal(together.features[layer], alone.features[layer])
+    decode = ds.decode
+    ds.decode = None  # a store hit must not decode
+    try:
+        again = extract_features(bb, ds, layers[::-1], store_dir=tmp_path / "a", batch_size=8, device="cpu",
+                                 precision="fp32", progress=True)
+    finally:
+        ds.decode = decode
+    assert again.from_cache and list(again.features) == layers[::-1]
+    bf = extract_features(bb, ds, ["pool"], store_dir=tmp_path / "a", batch_size=8, device="cpu",
+                          precision="bf16", progress=False)
+    assert not bf.from_cache and bf.keys["pool"] != together.keys["pool"]
+    rel = np.abs(bf.features["pool"] - together.features["pool"]).max() / np.abs(together.features["pool"]).max()
+    assert rel < 0.2
+    X, y = together.split("train", layer="pool")
+    assert len(X) == int((ds.splits == "train").sum()) and set(y) <= set(range(len(ds.classes)))
