@@ -394,6 +394,8 @@ def test_spec_errors(tmp_path):
     save_file({"a": torch.zeros(1)}, str(tmp_path / "w.safetensors"))
     with pytest.raises(BackboneError, match="weights="):
         load_backbone(tmp_path / "w.safetensors")
+    with pytest.raises(ConfigError, match="pretrained=False"):
+        load_backbone("resnet18", weights=tmp_path / "w.safetensors", pretrained=False)
 
 
 def test_torchvision_weights_file_with_aux_heads(tmp_path):

@@ -250,6 +250,10 @@ def load_backbone(spec: str | os.PathLike[str], *, pretrained: bool = True,
     register_timm_extras()
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed must be an integer; got {seed!r}.")
+    if weights is not None and not pretrained:
+        raise ConfigError(
+            f"weights={str(weights)!r} was given with pretrained=False; pass one or the other (random "
+            "initialisation ignores weight files).")
     card: Card | None = None
     if _looks_like_path(spec):
         p = Path(os.path.expanduser(str(spec)))
