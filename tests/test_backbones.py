@@ -514,7 +514,8 @@ def test_available_backbones_checks_local_caches_only(tmp_path, monkeypatch):
     by = {r["spec"]: r for r in rows}
     assert by["resnet18"]["pretrained_available"] and by["alexnet"]["pretrained_available"]
     assert not by["resnet50"]["pretrained_available"]
-    cards = [r for r in rows if r["source"] == "card"]
+    cards = [r for r in rows if r["kind"] == "card"]
+    assert all(r["weights_available"] == r["pretrained_available"] for r in rows)
     assert len(cards) == 3
     assert by[str(tmp_path / "c" / "mobilenetv2_035.json")]["pretrained_available"]
     assert not by[str(tmp_path / "c" / "resnet18.json")]["pretrained_available"]

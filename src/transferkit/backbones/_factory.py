@@ -475,18 +475,30 @@ def available_backbones(search_dirs: Iterable[str | os.PathLike[str]] = ()) -> l
     """Backbones that can be built, each with whether its pretrained weights are on this machine.
 
     Never touches the network: looks in the Hugging Face hub cache and torch hub's checkpoints dir.
+    Each row: name, spec (what to pass to load_backbone), architecture, kind ("timm" | "torchvision" |
+    "card"), family ("timm" | "torchvision"), weights_available (alias pretrained_available),
+    weights (local file or None), source (hub id / URL / card path), error (broken cards only).
     """
+    from timm.models import get_pretrained_cfg
+
     register_timm_extras()
     rows: list[dict[str, Any]] = []
+
+    def row(name: str, spec: str, arch: str | None, kind: str, family: str | None, weights: Path | None,
+            available: bool, source: str | None, **more: Any) -> None:
+        rows.append({"name": name, "spec": spec, "architecture": arch, "kind": kind, "family": family,
+                     "weights_available": available, "pretrained_available": available,
+                     "weights": str(weights) if weights else None, "source": source, **more})
+
     for arch in CURATED_TIMM:
         f = _timm_cached_file(arch)
-        rows.append({"name": arch, "spec": arch, "architecture": arch, "family": "timm", "source": "timm",
-                     "pretrained_available": f is not None, "weights": str(f) if f else None})
+        cfg = get_pretrained_cfg(arch, allow_unregistered=True)
+        src = (getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None)) if cfg is not None else None
+        row(arch, arch, arch, "timm", "timm", f, f is not None, src or "no pretrained weights in timm")
     for arch, tv in TORCHVISION_ARCHS.items():
         ck = tv.hub_checkpoint()
-        rows.append({"name": arch, "spec": arch, "architecture": arch, "family": "torchvision",
-                     "source": "torchvision", "pretrained_available": ck.is_file(),
-                     "weights": str(ck) if ck.is_file() else None})
+        row(arch, arch, arch, "torchvision", "torchvision", ck if ck.is_file() else None, ck.is_file(),
+            tv.weights_enum().url)
     for d in search_dirs:
         d = Path(d)
         candidates: list[Path] = []
@@ -494,6 +506,8 @@ def available_backbones(search_dirs: Iterable[str | os.PathLike[str]] = ()) -> l
             candidates = [d]
         elif d.is_dir():
             candidates = sorted(d.glob("*.json")) + sorted(d.glob(f"*/{CARD_FILENAME}"))
+            if (d / CARD_FILENAME).is_file():
+                candidates.insert(0, d / CARD_FILENAME)
         for c in candidates:
             if not looks_like_card(c):
                 continue
@@ -502,11 +516,7 @@ def available_backbones(search_dirs: Iterable[str | os.PathLike[str]] = ()) -> l
                 card = read_card(c)
                 family = _resolve_arch(card.architecture)
                 ok = card.weights is not None and card.weights.is_file()
-                rows.append({"name": card.name, "spec": spec, "architecture": card.architecture,
-                             "family": family, "source": "card", "pretrained_available": ok,
-                             "weights": str(card.weights) if card.weights else None})
+                row(card.name, spec, card.architecture, "card", family, card.weights if ok else None, ok, spec)
             except Exception as exc:  # one broken card must not hide the others
-                rows.append({"name": c.stem, "spec": spec, "architecture": None, "family": None,
-                             "source": "card", "pretrained_available": False, "weights": None,
-                             "error": str(exc)})
+                row(c.stem, spec, None, "card", None, None, False, spec, error=str(exc))
     return rows
