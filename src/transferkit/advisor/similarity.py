@@ -210,6 +210,8 @@ def run_target_images(
     batch_size: int = 32,
     device: str = "auto",
     want_source: bool = True,
+    layers: list[str] | None = None,
+    features_out: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[dict[str, Any]] | None, np.ndarray | None, float]:
     """One pass of ``images`` (uint8 N,3,H,W) through the network in eval mode.
 
@@ -217,6 +219,9 @@ def run_target_images(
     softmax probabilities (N, Z) or None, seconds per image). Each record: name, group,
     channels, divergence (mean capped symmetric KL between the batch statistics of the
     layer's input over all images and its running statistics).
+
+    With ``layers`` and a ``features_out`` dict, the pooled features of those cut points are
+    computed in the same pass and stored there (fp32), so a subsample needs no feature store.
     """
     import torch
     import torch.nn as nn
@@ -253,6 +258,7 @@ def run_target_images(
 
     handles = [m.register_forward_pre_hook(make_hook(name)) for name, m in bns]
     probs = []
+    feats: dict[str, list[np.ndarray]] = {name: [] for name in (layers or [])}
     want_source = want_source and bool(getattr(backbone, "has_source_head", False))
     t0 = time.perf_counter()
     try:
@@ -262,12 +268,17 @@ def run_target_images(
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
                 x = torch.from_numpy(np.array(images[start : start + batch_size], copy=True)).to(dev)
+                # The same images twice (features, then source head) leave the BN means and
+                # variances unchanged: sums and counts both double.
+                if layers:
+                    out = backbone.forward_layers(x, list(layers))
+                    for name in layers:
+                        feats[name].append(out[name].float().cpu().numpy())
                 if want_source:
                     logits = backbone.source_logits(x)
                     probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-                else:
-                    last = backbone.cut_points[-1].name
-                    backbone.forward_layers(x, [last])
+                elif not layers:
+                    backbone.forward_layers(x, [backbone.cut_points[-1].name])
     finally:
         for h in handles:
             h.remove()
@@ -295,6 +306,9 @@ def run_target_images(
                  "divergence": float(j.mean())}
             )
     source_probs = np.concatenate(probs) if probs else None
+    if features_out is not None:
+        for name, parts in feats.items():
+            features_out[name] = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
     return records, source_probs, per_image
 
 
@@ -359,6 +373,7 @@ def measure_similarity(
     image_labels: np.ndarray | None = None,
     device: str = "auto",
     seed: int = 0,
+    _pass: tuple | None = None,
 ) -> Similarity:
     """All signals for one (training) dataset.
 
@@ -385,7 +400,10 @@ def measure_similarity(
     per_image = None
     if images is not None and len(images):
         n_images = int(len(images))
-        records, probs, per_image = run_target_images(backbone, images, device=device)
+        if _pass is not None:
+            records, probs, per_image = _pass
+        else:
+            records, probs, per_image = run_target_images(backbone, images, device=device)
         if records:
             group_order = [g for g, _ in _safe_param_groups(backbone)] or cut_names
             div = bn_group_divergence(records, group_order)
@@ -468,3 +486,25 @@ def _layer_order(per_layer: dict[str, LayerSimilarity], cut_names: list[str]) ->
 def subsample_indices(labels: np.ndarray, n: int = BN_MAX_IMAGES, seed: int = 0) -> np.ndarray:
     """Stratified subsample (sorted indices) of at most ``n`` items."""
     return tr._stratified_subsample(np.asarray(labels), n, seed)
+
+
+def similarity_of_subset(
+    dataset, backbone: Backbone, *, n_images: int = BN_MAX_IMAGES, device: str = "auto", seed: int = 0
+) -> Similarity:
+    """All three signals from one stratified subsample (<= ``n_images``) of the training split,
+    with the probe profile computed on that subsample's features from the same pass (no feature
+    store). Cheaper and noisier than ``advise``; for quick checks and the acceptance tests."""
+    from .plan import _train_mask
+
+    mask = _train_mask(dataset)
+    train_idx = np.flatnonzero(mask)
+    labels = np.asarray(dataset.labels)
+    pick = train_idx[subsample_indices(labels[train_idx], n_images, seed)]
+    pre = backbone.preprocessing
+    images = np.asarray(dataset.subset(pick).decode(tuple(pre.input_size[1:]), pre.interpolation))
+    layers = [cp.name for cp in backbone.cut_points]
+    feats: dict[str, np.ndarray] = {}
+    result = run_target_images(backbone, images, device=device, layers=layers, features_out=feats)
+    y = labels[pick]
+    return measure_similarity(backbone, features=feats, labels=y, images=images, image_labels=y,
+                              device=device, seed=seed, _pass=result)
