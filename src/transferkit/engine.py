@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from .errors import ConfigError, StoreError, TrainingDivergedError
@@ -61,6 +61,7 @@ log = logging.getLogger("transferkit.engine")
 
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+PRECISION_ALIASES = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 BN_POLICIES = ("frozen", "train")
 HEAD = "head"
 CHECKPOINT_FORMAT = 1
@@ -109,9 +110,7 @@ class TrainConfig:
         def positive_int(name: str, minimum: int = 1) -> None:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
-                raise ConfigError(
-                    f"The '{name}' parameter must be an integer >= {minimum}. Got {v!r} instead."
-                )
+                raise ConfigError(f"The '{name}' parameter must be an integer >= {minimum}. Got {v!r} instead.")
 
         def number(name: str, lo: float, hi: float, lo_open: bool = False) -> None:
             v = getattr(self, name)
@@ -119,17 +118,14 @@ class TrainConfig:
             ok = ok and (v > lo if lo_open else v >= lo) and v <= hi
             if not ok:
                 lo_s = f"> {lo}" if lo_open else f">= {lo}"
-                raise ConfigError(
-                    f"The '{name}' parameter must be a number {lo_s} and <= {hi}. Got {v!r} instead."
-                )
+                raise ConfigError(f"The '{name}' parameter must be a number {lo_s} and <= {hi}. Got {v!r} instead.")
 
         def choice(name: str, options: tuple[str, ...]) -> None:
             v = getattr(self, name)
             if v not in options:
-                raise ConfigError(
-                    f"The '{name}' parameter must be one of {_fmt_set(options)}. Got {v!r} instead."
-                )
+                raise ConfigError(f"The '{name}' parameter must be one of {_fmt_set(options)}. Got {v!r} instead.")
 
+        self.precision = PRECISION_ALIASES.get(self.precision, self.precision)
         positive_int("epochs")
         positive_int("batch_size")
         positive_int("grad_accum")
@@ -147,9 +143,7 @@ class TrainConfig:
         number("label_smoothing", 0.0, 0.99)
         for name in ("augment", "flip"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    f"The '{name}' parameter must be True or False. Got {getattr(self, name)!r} instead."
-                )
+                raise ConfigError(f"The '{name}' parameter must be True or False. Got {getattr(self, name)!r} instead.")
         if self.early_stopping_patience is not None:
             positive_int("early_stopping_patience")
         if self.head_epochs >= self.epochs:
@@ -287,6 +281,30 @@ class UInt8ImageDataset(Dataset):
         return img, int(self.data.labels[i])
 
 
+class EpochSampler(Sampler):
+    """A DistributedSampler (seeded shuffle, this rank's shard) whose epoch we set ourselves.
+
+    Fabric's dataloader wrapper calls ``set_epoch(number of iterations since it was created)`` on
+    any sampler that has ``set_epoch``: after a resume that count restarts at 0, so the resumed
+    epochs would see the data order of the first epochs. This wrapper has no ``set_epoch``; the
+    loop calls :meth:`start_epoch` with the real epoch number instead.
+    """
+
+    def __init__(self, n: int, num_replicas: int, rank: int, seed: int):
+        self._inner = DistributedSampler(
+            range(n), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False
+        )
+
+    def start_epoch(self, epoch: int) -> None:
+        self._inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._inner)
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+
 # --------------------------------------------------------------------------------------------
 # Devices, precision, Fabric
 # --------------------------------------------------------------------------------------------
@@ -297,10 +315,9 @@ def world_size() -> int:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
+    precision = PRECISION_ALIASES.get(precision, precision)
     if precision not in PRECISIONS:
-        raise ConfigError(
-            f"The 'precision' parameter must be one of {_fmt_set(PRECISIONS)}. Got {precision!r}."
-        )
+        raise ConfigError(f"The 'precision' parameter must be one of {_fmt_set(PRECISIONS)}. Got {precision!r}.")
     if accelerator == "cuda":
         if precision == "auto":
             return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
@@ -462,9 +479,7 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(
-        ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0)
-    )
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
@@ -576,9 +591,7 @@ def _evaluate(fabric, model, data: ArrayData, batch_size: int, label_smoothing: 
 
 
 @torch.no_grad()
-def predict_logits(
-    net: nn.Module, images: np.ndarray, batch_size: int = 64, device: str = "auto"
-) -> np.ndarray:
+def predict_logits(net: nn.Module, images: np.ndarray, batch_size: int = 64, device: str = "auto") -> np.ndarray:
     """Logits (N, C) float32 for uint8 images (N,3,H,W); fp32, eval mode, batched."""
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
@@ -620,9 +633,7 @@ def _progress(enabled: bool, total_epochs: int) -> Iterator[Callable[..., None] 
         task = prog.add_task("train", total=None, info="")
 
         def update(epoch: int, done: int, total: int, info: str = "") -> None:
-            prog.update(
-                task, description=f"epoch {epoch + 1}/{total_epochs}", completed=done, total=total, info=info
-            )
+            prog.update(task, description=f"epoch {epoch + 1}/{total_epochs}", completed=done, total=total, info=info)
 
         yield update
 
@@ -671,14 +682,9 @@ def fit_network(
     # Data: per-rank batch so that the global batch equals config.batch_size.
     per_rank = max(1, config.batch_size // ws)
     if per_rank * ws != config.batch_size:
-        event(
-            f"batch_size {config.batch_size} is not divisible by {ws} processes; "
-            f"global batch {per_rank * ws}."
-        )
+        event(f"batch_size {config.batch_size} is not divisible by {ws} processes; global batch {per_rank * ws}.")
     dataset = UInt8ImageDataset(train, config.augment, config.flip, config.seed)
-    sampler = DistributedSampler(
-        dataset, num_replicas=ws, rank=fabric.global_rank, shuffle=True, seed=config.seed, drop_last=False
-    )
+    sampler = EpochSampler(len(dataset), ws, fabric.global_rank, config.seed)
     n_local = len(sampler)
     loader = DataLoader(
         dataset,
@@ -754,7 +760,7 @@ def fit_network(
                     event(f"epoch {epoch + 1}: frozen groups now {frozen or 'none'}.")
                 current_frozen = frozen
             torch.manual_seed(_epoch_seed(config.seed, epoch, fabric.global_rank))
-            sampler.set_epoch(epoch)
+            sampler.start_epoch(epoch)
             dataset.set_epoch(epoch)
             model.train()
             apply_bn_policy(net, config.bn_policy)
@@ -813,15 +819,13 @@ def fit_network(
                 "val_acc": None,
                 "monitor_acc": None,
                 "lr": float(optimizer.param_groups[names.index(HEAD)]["lr"]),
-                "lr_body": float(optimizer.param_groups[0]["lr"]) if len(names) > 1 else None,
+                "lr_body": float(optimizer.param_groups[-2]["lr"]) if len(names) > 1 else None,
                 "frozen": ",".join(frozen),
             }
             eval_bs = per_rank * 2
             improved = False
             if val is not None and len(val):
-                row["val_loss"], row["val_acc"] = _evaluate(
-                    fabric, model, val, eval_bs, config.label_smoothing
-                )
+                row["val_loss"], row["val_acc"] = _evaluate(fabric, model, val, eval_bs, config.label_smoothing)
                 if best_acc is None or row["val_acc"] > best_acc:
                     best_acc, best_epoch, stale, improved = row["val_acc"], epoch + 1, 0, True
                     best_state = _state_to_cpu(net)
@@ -832,9 +836,7 @@ def fit_network(
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             done_epochs = epoch + 1
-            stopped_early = (
-                config.early_stopping_patience is not None and stale >= config.early_stopping_patience
-            )
+            stopped_early = config.early_stopping_patience is not None and stale >= config.early_stopping_patience
             if rank0:
                 meta = {
                     "format": CHECKPOINT_FORMAT,
@@ -869,10 +871,7 @@ def fit_network(
                 atomic_write_json(run_dir / "history.json", history)
             fabric.barrier()
             if stopped_early:
-                event(
-                    f"early stopping after epoch {epoch + 1}: val accuracy has not improved "
-                    f"for {stale} epochs."
-                )
+                event(f"early stopping after epoch {epoch + 1}: val accuracy has not improved for {stale} epochs.")
                 break
 
     if best_state is not None:
@@ -892,9 +891,7 @@ def fit_network(
     )
 
 
-def _train_batch(
-    fabric, model, criterion, x, y, splits: int, grad_accum: int, sync: bool
-) -> tuple[float, int]:
+def _train_batch(fabric, model, criterion, x, y, splits: int, grad_accum: int, sync: bool) -> tuple[float, int]:
     """Forward + backward of one loaded batch in ``splits`` micro-batches; returns (mean loss, correct)."""
     n = x.shape[0]
     xs, ys = torch.tensor_split(x, splits), torch.tensor_split(y, splits)
@@ -915,9 +912,7 @@ def _train_batch(
 def _diverged(epoch: int, step: int, loss: float, optimizer, ckpt: Checkpointer) -> TrainingDivergedError:
     lrs = ", ".join(f"{g.get('name', i)}={g['lr']:.3g}" for i, g in enumerate(optimizer.param_groups))
     last = ckpt.latest()
-    kept = (
-        f"the last good checkpoint ({last}) is kept" if last else "no epoch had completed, so no checkpoint"
-    )
+    kept = f"the last good checkpoint ({last}) is kept" if last else "no epoch had completed, so no checkpoint"
     return TrainingDivergedError(
         f"Training diverged: the loss became {loss} at epoch {epoch + 1}, optimizer step {step + 1} "
         f"(learning rates {lrs}); {kept}. Lower the learning rate (e.g. 10x smaller 'lr'), add warm-up "
