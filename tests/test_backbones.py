@@ -78,6 +78,7 @@ def test_mobilenetv1_075_is_registered_with_timm():
     m = timm.create_model("mobilenetv1_075", num_classes=0)
     assert m.num_features == 768
     assert m.pretrained_cfg["mean"] == (0.5, 0.5, 0.5) and m.pretrained_cfg["interpolation"] == "bilinear"
+    assert timm.is_model("tk_smallcnn")  # transferkit's pretrain target, registered by the same call
 
 
 def test_random_init_is_seeded_and_hash_names_arch_and_seed():

@@ -53,7 +53,12 @@ def register_timm_extras() -> None:
 
     if "mobilenetv1_075" not in timm.list_models("mobilenetv1_075"):
         register_model(mobilenetv1_075)
+    # transferkit's own small CNN (``pretrain`` target): registered here too, so a folder made by
+    # `transferkit pretrain` loads in a fresh process that never imported the pretrain module.
+    from .smallcnn import register_smallcnn
+
+    register_smallcnn()
     _registered = True
 
 
-EXTRA_TIMM_MODELS: tuple[str, ...] = ("mobilenetv1_075",)
+EXTRA_TIMM_MODELS: tuple[str, ...] = ("mobilenetv1_075", "tk_smallcnn")
