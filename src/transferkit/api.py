@@ -239,6 +239,7 @@ class TransferClassifier:
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class names."""
+        self._check_fitted()
         return np.asarray(self.classes_)[self.predict_proba(X).argmax(axis=1)]
 
     def evaluate(self, data: Any, split: str | None = None) -> dict[str, Any]:
