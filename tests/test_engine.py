@@ -274,6 +274,7 @@ def _child(tmp_path: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(script), *args], env=env)
 
 
+@pytest.mark.slow  # three child processes (~60-150 s on 2 shared cores)
 def test_sigkill_mid_epoch_then_resume_is_bit_exact_and_keeps_body_unfrozen(tmp_path):
     from safetensors.torch import load_file
 

@@ -765,6 +765,7 @@ def fit_network(
             model.train()
             apply_bn_policy(net, config.bn_policy)
 
+            lr_start = [float(g["lr"]) for g in optimizer.param_groups]  # reported: lr at the epoch's start
             loss_sum = 0.0
             correct = 0
             seen = 0
@@ -818,8 +819,8 @@ def fit_network(
                 "val_loss": None,
                 "val_acc": None,
                 "monitor_acc": None,
-                "lr": float(optimizer.param_groups[names.index(HEAD)]["lr"]),
-                "lr_body": float(optimizer.param_groups[-2]["lr"]) if len(names) > 1 else None,
+                "lr": lr_start[-1],
+                "lr_body": lr_start[-2] if len(names) > 1 else None,
                 "frozen": ",".join(frozen),
             }
             eval_bs = per_rank * 2

@@ -54,8 +54,15 @@ class Stage(nn.Sequential):
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128),
-                 stem_width: int = 32, drop_rate: float = 0.0, **_: Any):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        widths: tuple[int, ...] = (32, 64, 128),
+        stem_width: int = 32,
+        drop_rate: float = 0.0,
+        **_: Any,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.drop_rate = drop_rate

@@ -1,0 +1,334 @@
+"""Strategies that train (part of) the network end to end, plus ``hidden`` on frozen features.
+
+- ``partial`` (larger & similar data): pretrained init; the stem and the first ``freeze_stages``
+  stages (or everything up to ``freeze_until``) frozen, their BatchNorm statistics fixed
+  (``bn_policy="frozen"``); later stages trained at ``lr * body_lr_ratio``, the head at ``lr``.
+- ``full`` (larger & different data): pretrained init; ``head_epochs`` of head-only training
+  (a linear probe, body frozen) then every layer, body at ``lr * body_lr_ratio`` (re-warmed).
+- ``scratch`` (the baseline transfer is measured against): the same architecture from random
+  init (``load_backbone(spec, pretrained=False, seed=ctx.seed)``), every layer at one, higher lr.
+- ``hidden``: the whole network frozen; new hidden FC layers + output trained on the stored
+  pooled features (``strategies.mlp_head``), so it costs one forward pass over the data.
+
+The network strategies train with ``transferkit.engine.fit_network`` on images decoded once
+at the backbone's input size; their fitted model (``NetworkModel``) saves the whole
+TransferNet as ``model.safetensors`` + ``model.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..engine import ArrayData, TrainConfig, TrainResult, fit_network, predict_logits
+from ..errors import ConfigError, DataError, StoreError
+from ..io import atomic_path, atomic_write_json
+from .base import FitContext, FittedModel, Strategy
+
+if TYPE_CHECKING:
+    from ..backbones import Backbone
+
+CONFIG_NAME = "model.json"
+WEIGHTS_NAME = "model.safetensors"
+PRECISION_ALIASES = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+
+class NetworkModel(FittedModel):
+    """A whole TransferNet (normalisation, body, head) trained end to end."""
+
+    def __init__(
+        self,
+        *,
+        net: nn.Module,
+        backbone: Backbone,
+        strategy: str,
+        classes: list[str],
+        hidden: tuple[int, ...] = (),
+        dropout: float = 0.0,
+        info: dict[str, Any] | None = None,
+        device: str = "auto",
+    ):
+        self.net = net.eval()
+        self.backbone = backbone
+        self.strategy = strategy
+        self.classes = list(classes)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.dropout = float(dropout)
+        self.info = dict(info or {})
+        self.device = device
+
+    def predict_logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        return predict_logits(self.net, images, batch_size=batch_size, device=self.device)
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        logits = torch.from_numpy(self.predict_logits(images, batch_size))
+        return torch.softmax(logits, dim=1).numpy()
+
+    def to_module(self) -> nn.Module:
+        """float/uint8 0..255 (B,3,H,W) -> logits; the TransferNet itself (fp32, eval)."""
+        return self.net.float().eval()
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.net.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_NAME, suffix=".safetensors") as tmp:
+            save_file(state, str(tmp))
+        card = self.backbone.card()
+        atomic_write_json(
+            directory / CONFIG_NAME,
+            {
+                "kind": "network",
+                "strategy": self.strategy,
+                "classes": self.classes,
+                "num_classes": len(self.classes),
+                "hidden": list(self.hidden),
+                "dropout": self.dropout,
+                "backbone": {
+                    k: card.get(k)
+                    for k in (
+                        "name",
+                        "architecture",
+                        "spec",
+                        "weights_hash",
+                        "model_kwargs",
+                        "input_size",
+                        "mean",
+                        "std",
+                        "interpolation",
+                    )
+                },
+                "info": self.info,
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: Path, backbone: Backbone) -> NetworkModel:
+        directory = Path(directory)
+        try:
+            config = json.loads((directory / CONFIG_NAME).read_text())
+            tensors = load_file(str(directory / WEIGHTS_NAME))
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"Cannot read the model in {directory}: {exc}. Was the run finished?") from exc
+        if config.get("kind") != "network":
+            raise StoreError(
+                f"{directory / CONFIG_NAME} does not describe a network model (kind "
+                f"{config.get('kind')!r}); load it with the strategy that wrote it."
+            )
+        arch = config["backbone"].get("architecture")
+        if arch != backbone.arch:
+            raise StoreError(
+                f"The model in {directory} was trained on a {arch!r} network but the backbone given is "
+                f"{backbone.arch!r}. Point --backbone at {config['backbone'].get('spec')!r}."
+            )
+        net = backbone.build_network(len(config["classes"]), tuple(config["hidden"]), config["dropout"])
+        try:
+            net.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise StoreError(f"The weights in {directory / WEIGHTS_NAME} do not fit the network: {exc}") from exc
+        return cls(
+            net=net,
+            backbone=backbone,
+            strategy=config["strategy"],
+            classes=config["classes"],
+            hidden=tuple(config["hidden"]),
+            dropout=config["dropout"],
+            info=config.get("info"),
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# shared fitting code of the network strategies
+# ------------------------------------------------------------------------------------------------
+_COMMON: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 32,
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "body_lr_ratio": 0.1,
+    "weight_decay": 0.01,
+    "warmup_epochs": 0.0,
+    "label_smoothing": 0.0,
+    "augment": True,
+    "flip": True,
+    "grad_accum": 1,
+    "early_stopping_patience": None,
+    "bn_policy": "frozen",
+    "hidden": (),
+    "dropout": 0.0,
+}
+
+
+def decoded_images(ctx: FitContext, backbone: Backbone) -> np.ndarray:
+    """The whole dataset as uint8 (N,3,H,W) at the backbone's input size, decoded once (cached)."""
+    pre = backbone.preprocessing
+    size = tuple(pre.input_size[1:])
+    cache = Path(ctx.store_dir).parent / "decoded" if ctx.store_dir is not None else None
+    images = ctx.dataset.decode(size, pre.interpolation, cache_dir=cache, progress=ctx.progress)
+    if len(images) != len(ctx.dataset.labels):
+        raise DataError(
+            f"Decoding {ctx.dataset.name!r} gave {len(images)} images for {len(ctx.dataset.labels)} "
+            "labels; some images failed to decode (see dataset.skipped). Reload the dataset."
+        )
+    return images
+
+
+def _subset(images: np.ndarray, labels: np.ndarray, idx: np.ndarray | None) -> ArrayData | None:
+    if idx is None or len(idx) == 0:
+        return None
+    idx = np.asarray(idx, dtype=np.int64)
+    return ArrayData(np.asarray(images[np.sort(idx)]), labels[np.sort(idx)])
+
+
+def train_config(params: dict[str, Any], ctx: FitContext, **overrides: Any) -> TrainConfig:
+    params = dict(params)
+    params.setdefault("seed", ctx.seed)
+    prec = getattr(ctx, "precision", "auto") or "auto"
+    params.setdefault("precision", PRECISION_ALIASES.get(prec, prec))
+    if params.get("freeze_until") is not None:
+        params["freeze_stages"] = 0
+    return TrainConfig.from_params(params, **overrides)
+
+
+def fit_network_strategy(
+    name: str, ctx: FitContext, backbone: Backbone, config: TrainConfig, *, pretrained_body: bool
+) -> NetworkModel:
+    hidden = tuple(int(h) for h in (ctx.params.get("hidden") or ()))
+    dropout = float(ctx.params.get("dropout") or 0.0)
+    classes = list(ctx.dataset.classes)
+    images = decoded_images(ctx, backbone)
+    labels = np.asarray(ctx.dataset.labels, dtype=np.int64)
+    train = _subset(images, labels, ctx.train_idx)
+    if train is None:
+        raise DataError("No training images: the training split is empty.")
+    val = _subset(images, labels, ctx.val_idx)
+    monitor = _subset(images, labels, ctx.monitor_idx)
+    net = backbone.build_network(len(classes), hidden, dropout)
+    result: TrainResult = fit_network(
+        net,
+        train,
+        val,
+        config,
+        ctx.run_dir,
+        monitor=monitor,
+        pretrained_body=pretrained_body,
+        resume=ctx.resume,
+        progress=ctx.progress,
+        device=ctx.device,
+        history=ctx.history,
+    )
+    frozen = config.frozen_groups([n for n, _ in net.backbone_groups()] + ["head"], config.epochs - 1)
+    info = {
+        "train_config": config.to_dict(),
+        "frozen_groups": frozen,
+        "pretrained_body": pretrained_body,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_acc": result.best_val_acc,
+        "stopped_early": result.stopped_early,
+        "resumed_from_epoch": result.resumed_from,
+        "precision": result.precision,
+        "events": result.events,
+        "backbone_weights_hash": backbone.weights_hash,
+    }
+    return NetworkModel(
+        net=net.cpu().float().eval(),
+        backbone=backbone,
+        strategy=name,
+        classes=classes,
+        hidden=hidden,
+        dropout=dropout,
+        info=info,
+        device=ctx.device,
+    )
+
+
+class _NetworkStrategy(Strategy):
+    uses_feature_store: ClassVar[bool] = False
+
+    @classmethod
+    def load(cls, directory: Path, backbone: Backbone) -> NetworkModel:
+        return NetworkModel.load(directory, backbone)
+
+
+class PartialStrategy(_NetworkStrategy):
+    name: ClassVar[str] = "partial"
+    description: ClassVar[str] = (
+        "Pretrained network; early stages frozen (BatchNorm statistics fixed), later "
+        "stages fine-tuned at a fraction of the head's learning rate."
+    )
+    defaults: ClassVar[dict[str, Any]] = {**_COMMON, "freeze_stages": 2, "freeze_until": None}
+
+    def fit(self, ctx: FitContext) -> NetworkModel:
+        config = train_config(ctx.params, ctx, head_epochs=0)
+        return fit_network_strategy(self.name, ctx, ctx.backbone, config, pretrained_body=True)
+
+
+class FullStrategy(_NetworkStrategy):
+    name: ClassVar[str] = "full"
+    description: ClassVar[str] = (
+        "Pretrained network; head trained alone first (body frozen), then every layer "
+        "fine-tuned, the body at a fraction of the head's learning rate."
+    )
+    defaults: ClassVar[dict[str, Any]] = {**_COMMON, "head_epochs": 2}
+
+    def fit(self, ctx: FitContext) -> NetworkModel:
+        config = train_config(ctx.params, ctx, freeze_stages=0, freeze_until=None)
+        return fit_network_strategy(self.name, ctx, ctx.backbone, config, pretrained_body=True)
+
+
+class ScratchStrategy(_NetworkStrategy):
+    name: ClassVar[str] = "scratch"
+    description: ClassVar[str] = (
+        "Same architecture from random initialisation, every layer trained at one "
+        "learning rate: the baseline that transfer is measured against."
+    )
+    defaults: ClassVar[dict[str, Any]] = {**_COMMON, "lr": 3e-3, "body_lr_ratio": 1.0, "bn_policy": "train"}
+
+    def fit(self, ctx: FitContext) -> NetworkModel:
+        from ..backbones import load_backbone
+
+        # A random-init copy of the same architecture, seeded by ctx.seed: the card's preprocessing
+        # and model kwargs are kept, its weights are not loaded.
+        random_bb = load_backbone(ctx.backbone.spec, pretrained=False, seed=ctx.seed)
+        config = train_config(ctx.params, ctx, freeze_stages=0, freeze_until=None, head_epochs=0)
+        model = fit_network_strategy(self.name, ctx, random_bb, config, pretrained_body=False)
+        model.info["init"] = f"random, seed {ctx.seed}"
+        return model
+
+    @classmethod
+    def load(cls, directory: Path, backbone: Backbone) -> NetworkModel:
+        return NetworkModel.load(directory, backbone)
+
+
+class HiddenStrategy(Strategy):
+    name: ClassVar[str] = "hidden"
+    description: ClassVar[str] = (
+        "Whole network frozen; new hidden fully connected layers and output trained on the stored pooled features."
+    )
+    uses_feature_store: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {"hidden": (512,), "dropout": 0.5, "epochs": 100, "lr": 1e-3}
+
+    def fit(self, ctx: FitContext):
+        from .linear import fit_feature_model
+
+        hidden = tuple(int(h) for h in (ctx.params.get("hidden") or (512,)))
+        if not hidden:
+            raise ConfigError(
+                "The 'hidden' parameter of strategy 'hidden' must name at least one layer width, "
+                "e.g. (512,). For no hidden layer use strategy 'linear'."
+            )
+        return fit_feature_model(
+            self.name, ctx, layer="pool", pool="avg", hidden=hidden, dropout=float(ctx.params.get("dropout", 0.5))
+        )
+
+    @classmethod
+    def load(cls, directory: Path, backbone: Backbone):
+        from .feature_model import FeatureModel
+
+        return FeatureModel.load(directory, backbone)
