@@ -317,9 +317,8 @@ class TransferClassifier:
             raise DataError(f"{run_dir} is not a finished transferkit run (no {RUN_CONFIG} and {MODEL_DIR}/). "
                             "Point at the directory given to `transferkit fit --out`.")
         config = read_json(run_dir / RUN_CONFIG)
-        spec = backbone or config["backbone"]["spec"]
-        bb = spec if hasattr(spec, "forward_layers") else load_backbone(
-            spec, pretrained=config["backbone"].get("pretrained", True))
+        bb = backbone if hasattr(backbone, "forward_layers") else load_backbone(
+            backbone or config["backbone"]["spec"], **reload_kwargs(config, explicit=backbone is not None))
         clf = cls(backbone=bb, strategy=config["strategy"], params=config.get("params"), device=device,
                   precision=config.get("precision", "auto"), cache_dir=cache_dir, seed=config.get("seed", 0),
                   progress=False)
@@ -336,6 +335,20 @@ class TransferClassifier:
         clf.metrics_ = metrics.get("scored", {})
         clf.fit_seconds_ = metrics.get("fit_seconds", float("nan"))
         return clf
+
+
+def reload_kwargs(config: dict[str, Any], explicit: bool) -> dict[str, Any]:
+    """How to rebuild the backbone a run used: random init with its seed, or its local weights file."""
+    bcfg = config.get("backbone", {})
+    if explicit:
+        return {}
+    if not bcfg.get("pretrained", True):
+        return {"pretrained": False, "seed": config.get("seed", 0)}
+    spec, weights = str(bcfg.get("spec", "")), (bcfg.get("card") or {}).get("weights")
+    is_card = spec.endswith(".json") or Path(spec).is_dir()
+    if weights and not is_card and Path(str(weights)).is_file():
+        return {"weights": weights}
+    return {}
 
 
 # ---------------------------------------------------------------------------------- splits

@@ -26,6 +26,8 @@ err = Console(stderr=True)
 
 BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="timm name, backbone card (.json), "
                                           "pretrain directory, alexnet or googlenet.")]
+WeightsOpt = Annotated[Path | None, typer.Option("--weights", help="Local weights for a timm name "
+                                                 "(.safetensors, or .pth/.pt loaded with weights_only=True).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
@@ -48,6 +50,21 @@ def handle_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def backbone_arg(spec: str, weights: Path | None = None):
+    """What --backbone names: a spec string for the API, or a built Backbone.
+
+    ``random:SPEC`` is SPEC's architecture with random initialisation (a baseline for ``rank``);
+    ``--weights`` loads a local file into a timm architecture.
+    """
+    from .backbones import load_backbone
+
+    if spec.startswith("random:"):
+        return load_backbone(spec.removeprefix("random:"), pretrained=False)
+    if weights is not None:
+        return load_backbone(spec, weights=weights)
+    return spec
 
 
 def print_json(obj: Any) -> None:
@@ -88,6 +105,7 @@ def extract(
     data: Annotated[str, typer.Argument(help="Image folder, split tree, .csv, .npz, CIFAR folder or 'digits'.")],
     backbone: BackboneOpt,
     layers: Annotated[str, typer.Option(help="Comma-separated cut points, e.g. stage3,pool.")] = "pool",
+    weights: WeightsOpt = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="Also write the features to this .h5 file.")] = None,
     pool: Annotated[str, typer.Option(help="avg, or an integer g to pool to a g x g grid.")] = "avg",
     batch_size: Annotated[int, typer.Option()] = 64,
@@ -103,7 +121,8 @@ def extract(
     from .features import extract_features, write_feature_file
 
     dataset = as_dataset(data)
-    bb = load_backbone(backbone)
+    bb = backbone_arg(backbone, weights)
+    bb = bb if not isinstance(bb, str) else load_backbone(bb)
     names = csv_list(layers) or ["pool"]
     for name in names:
         bb.layer(name)
@@ -120,7 +139,8 @@ def extract(
         return
     for k, v in fs.features.items():
         out.print(f"{k}: {v.shape[0]} x {v.shape[1]}")
-    out.print(("read from the store" if fs.from_cache else "extracted") + (f"; written to {out_file}" if out_file else ""))
+    where = f"; written to {out_file}" if out_file else ""
+    out.print(("read from the store" if fs.from_cache else "extracted") + where)
     if dataset.skipped:
         out.print(f"skipped {len(dataset.skipped)} unreadable file(s): " +
                   "; ".join(f"{p} ({r})" for p, r in dataset.skipped[:5]))
@@ -132,6 +152,7 @@ def fit(
     data: Annotated[str, typer.Argument(help="Image folder, split tree, .csv, .npz, CIFAR folder or 'digits'.")],
     backbone: BackboneOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
+    weights: WeightsOpt = None,
     strategy: Annotated[str, typer.Option("--strategy", "-s",
                                           help="linear, intermediate, hidden, partial, full, scratch or auto.")]
     = "linear",
@@ -158,7 +179,7 @@ def fit(
     params: dict[str, Any] = {}
     if freeze_until:
         params["freeze_until"] = freeze_until
-    clf = TransferClassifier(backbone=backbone, strategy=strategy, layer=layer,
+    clf = TransferClassifier(backbone=backbone_arg(backbone, weights), strategy=strategy, layer=layer,
                              hidden=int_list(hidden, "--hidden"), epochs=epochs, lr=lr, batch_size=batch_size,
                              freeze_stages=freeze_stages, params=params, device=device, precision=precision,
                              cache_dir=cache_dir, seed=seed, progress=not quiet)
@@ -264,6 +285,144 @@ def backbones(
         table.add_row(str(r.get("name")), str(r.get("kind", "")),
                       "yes" if r.get("weights_available") else "no", str(r.get("source", r.get("path", ""))))
     out.print(table)
+
+
+@app.command()
+@handle_errors
+def advise(
+    data: Annotated[str, typer.Argument(help="Image folder, split tree, .csv, .npz, CIFAR folder or 'digits'.")],
+    backbone: BackboneOpt,
+    weights: WeightsOpt = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure size and similarity to the backbone's source data, and plan the strategy (with reasons)."""
+    from .advisor import advise as run_advisor
+    from .api import as_dataset, default_cache_dir
+    from .backbones import load_backbone
+
+    dataset = as_dataset(data, seed=seed)
+    bb = backbone_arg(backbone, weights)
+    bb = bb if not isinstance(bb, str) else load_backbone(bb)
+    advice = run_advisor(dataset, bb, store_dir=(cache_dir or default_cache_dir()) / "features", device=device,
+                         seed=seed, progress=not quiet)
+    if as_json:
+        print_json(advice.to_dict())
+        return
+    for line in advice.summary_lines():
+        out.print(line, highlight=False)
+
+
+@app.command()
+@handle_errors
+def rank(
+    data: Annotated[str, typer.Argument(help="Image folder, split tree, .csv, .npz, CIFAR folder or 'digits'.")],
+    backbones_: Annotated[str, typer.Option("--backbones", help="Comma-separated backbone specs; "
+                                            "random:SPEC is SPEC's architecture with random weights.")],
+    seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Order candidate backbones by transferability (LogME, kNN, probe) without fine-tuning any."""
+    from .advisor import rank_backbones
+    from .api import as_dataset, default_cache_dir
+
+    dataset = as_dataset(data, seed=seed)
+    specs = csv_list(backbones_)
+    candidates = [backbone_arg(s) for s in specs]
+    rows = rank_backbones(dataset, candidates, store_dir=(cache_dir or default_cache_dir()) / "features",
+                          device=device, seed=seed, progress=not quiet)
+    for row in rows:  # name candidates the way the user wrote them
+        row["spec"] = specs[row.pop("input_index")]
+    if as_json:
+        print_json({"data": str(dataset.root), "ranking": rows})
+        return
+    table = Table(title=f"backbones ranked for {dataset.name} (training split, pooled features)")
+    for col in ("rank", "backbone", "LogME", "kNN acc", "probe acc", "score"):
+        table.add_column(col, justify="right" if col != "backbone" else "left")
+    for row in rows:
+        table.add_row(str(row["rank"]), row["spec"], f"{row['logme']:.3f}", f"{row['knn_acc']:.3f}",
+                      f"{row['probe_acc']:.3f}", f"{row['rank_score']:.3f}")
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def compare(
+    data: Annotated[str, typer.Argument(help="Image folder, split tree, .csv, .npz, CIFAR folder or 'digits'.")],
+    backbone: BackboneOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for result.json, report.html, runs/.")],
+    weights: WeightsOpt = None,
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategies.")]
+    = "linear,intermediate,partial,full,scratch",
+    epochs: Annotated[int | None, typer.Option(help="Epoch budget for every trained strategy.")] = None,
+    sizes: Annotated[str, typer.Option(help="Images per class for the data-size curves ('' to skip).")]
+    = "5,10,25,50",
+    size_strategies: Annotated[str, typer.Option(help="Strategies drawn in the data-size curves.")]
+    = "linear,partial",
+    advise_: Annotated[bool, typer.Option("--advise/--no-advise", help="Run the advisor too.")] = True,
+    seed: Annotated[int, typer.Option()] = 0,
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every strategy under the same budget, split and seed; transfer benefit vs scratch; report.html."""
+    from .compare import compare as run_compare
+
+    result = run_compare(data, backbone_arg(backbone, weights), out_dir, strategies=csv_list(strategies),
+                         epochs=epochs, sizes=[int(v) for v in csv_list(sizes)],
+                         size_strategies=csv_list(size_strategies), advise=advise_, seed=seed, device=device,
+                         precision=precision, cache_dir=cache_dir, progress=not quiet,
+                         log=(lambda m: None) if quiet or as_json else (lambda m: err.print(f"[dim]{m}[/]")))
+    if as_json:
+        print_json(compact_result(result))
+        return
+    print_comparison(result)
+
+
+def compact_result(result: dict[str, Any]) -> dict[str, Any]:
+    """The comparison without per-epoch histories and per-class tables (those are in result.json)."""
+    return {
+        "report": result.get("report"), "best_strategy": result.get("best_strategy"),
+        "split": result.get("split"), "backbone": result.get("backbone"),
+        "strategies": {n: {"accuracy": s["metrics"].get("accuracy"),
+                           "balanced_accuracy": s["metrics"].get("balanced_accuracy"), "seconds": s.get("seconds")}
+                       for n, s in result.get("strategies", {}).items()},
+        "benefit": {n: {k: row.get(k) for k in ("start", "slope", "auc", "asymptote", "delta", "negative_transfer")}
+                    for n, row in (result.get("benefit") or {}).get("strategies", {}).items()},
+        "data_size": result.get("data_size"),
+        "advisor": {k: (result.get("advisor") or {}).get(k) for k in ("strategy", "layer", "frozen_stages")},
+    }
+
+
+def print_comparison(result: dict[str, Any]) -> None:
+    table = Table(title=f"held-out '{result['split']['scored']}' accuracy ({result['split']['n_scored']} images)")
+    for col in ("strategy", "accuracy", "balanced", "start", "slope/epoch", "asymptote", "train s"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    benefit = (result.get("benefit") or {}).get("strategies", {})
+
+    def fmt(v: Any) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    for name, s in result["strategies"].items():
+        b = benefit.get(name, {})
+        table.add_row(name, fmt(s["metrics"].get("accuracy")), fmt(s["metrics"].get("balanced_accuracy")),
+                      fmt(b.get("start")), fmt(b.get("slope")), fmt(b.get("asymptote")), f"{s.get('seconds', 0):.0f}")
+    out.print(table)
+    for b in benefit.values():
+        if b.get("summary"):
+            out.print(f"  {b['summary']}", highlight=False)
+    if result.get("advisor"):
+        out.print(f"advisor: {result['advisor'].get('strategy')} (layer {result['advisor'].get('layer')}, "
+                  f"frozen stages {result['advisor'].get('frozen_stages')})")
+    out.print(f"report: {result.get('report')}")
 
 
 def main() -> None:

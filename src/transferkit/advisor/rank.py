@@ -90,7 +90,7 @@ def rank_backbones(
     mask = _train_mask(dataset)
     y = np.asarray(dataset.labels)[mask]
     rows = []
-    for spec in backbone_specs:
+    for position, spec in enumerate(backbone_specs):
         t0 = time.perf_counter()
         backbone = _load(spec)
         layer = RANK_LAYER if RANK_LAYER in [cp.name for cp in backbone.cut_points] else backbone.cut_points[-1].name
@@ -98,6 +98,7 @@ def rank_backbones(
         x = np.asarray(fs.features[layer])[mask]
         row = {
             "spec": _label(spec, backbone),
+            "input_index": position,
             "backbone": str(getattr(backbone, "name", "")),
             "pretrained": bool(getattr(backbone, "pretrained", True)),
             "layer": layer,
