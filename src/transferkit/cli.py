@@ -425,6 +425,77 @@ def print_comparison(result: dict[str, Any]) -> None:
     out.print(f"report: {result.get('report')}")
 
 
+@app.command()
+@handle_errors
+def pretrain(
+    source: Annotated[str, typer.Argument(help="The data-rich source task (any dataset transferkit loads).")],
+    arch: Annotated[str, typer.Option(help="timm architecture, or tk_smallcnn for small images such as digits.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Backbone folder to write (card + weights).")],
+    epochs: Annotated[int, typer.Option()] = 10,
+    lr: Annotated[float, typer.Option()] = 3e-3,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    flip: Annotated[bool, typer.Option(help="Horizontal-flip augmentation (off for digits and text).")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted pretraining in --out.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Develop-model approach: train a source model on SOURCE; use --out as --backbone afterwards."""
+    from .io import read_json
+    from .pretrain import default_pretrain_config
+    from .pretrain import pretrain as run_pretrain
+
+    config = default_pretrain_config(epochs=epochs, lr=lr, batch_size=batch_size, flip=flip, seed=seed)
+    run_pretrain(source, arch, out_dir, config, device=device, progress=not quiet, resume=resume)
+    metrics = read_json(out_dir / "pretrain_metrics.json")
+    metrics.pop("history", None)
+    if as_json:
+        print_json({"backbone_dir": str(out_dir), **metrics})
+        return
+    out.print(f"source model written to {out_dir}: {metrics['architecture']} on {metrics['source_dataset']}, "
+              f"held-out source accuracy {metrics['source_val_acc']:.4f} (best epoch {metrics['best_epoch']})")
+    out.print(f"use it with: transferkit fit TARGET --backbone {out_dir} --strategy partial --out RUN")
+
+
+@app.command()
+@handle_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes its runs and report.")]
+    = Path("tk-demo"),
+    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="Your backbone (with --data).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Your dataset (with --backbone).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epoch budget per trained strategy.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The whole study offline: pretrain on digits 0-4, transfer to 5-9, advise, compare, report."""
+    from .demo import run_demo
+
+    head = run_demo(out_dir, backbone=backbone, data=data, epochs=epochs, seed=seed, device=device,
+                    progress=not quiet,
+                    log=(lambda m: None) if quiet or as_json else (lambda m: err.print(f"[dim]{m}[/]")))
+    if as_json:
+        print_json(head)
+        return
+    if "source" in head:
+        src = head["source"]
+        out.print(f"source model: tk_smallcnn pretrained on {src['task']} ({src['n_images']} images), "
+                  f"held-out source accuracy {src['val_accuracy']:.3f}")
+    out.print(f"target: scored on {head['scored_on']}")
+    for name, acc in head["accuracy"].items():
+        out.print(f"  {name:<13} {acc:.3f}" + ("  <- best" if name == head["best_strategy"] else ""))
+    if "transfer_gain_points" in head:
+        out.print(f"transfer bought {head['transfer_gain_points']:+.1f} points over training from scratch")
+    if head.get("at_10_per_class"):
+        out.print("with 10 training images per class: " +
+                  ", ".join(f"{k} {v:.3f}" for k, v in head["at_10_per_class"].items()))
+    out.print(f"advisor recommended: {head.get('advisor')}")
+    out.print(f"report: {head['report']}  ({head['seconds']:.0f} s)")
+
+
 def main() -> None:
     app()
 

@@ -19,7 +19,7 @@ import numpy as np
 from .api import SplitRoles, TransferClassifier, as_dataset, default_cache_dir, library_versions, split_roles
 from .errors import ConfigError
 from .io import atomic_write_json
-from .strategies import strategy_names
+from .strategies import get_strategy, strategy_names
 
 DEFAULT_STRATEGIES = ("linear", "intermediate", "partial", "full", "scratch")
 DEFAULT_SIZES = (5, 10, 25, 50)
@@ -69,7 +69,10 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
     def classifier(name: str, **extra: Any) -> TransferClassifier:
         params = dict(strategy_params.get(name, {}))
         params.update(extra)
-        return TransferClassifier(backbone=bb, strategy=name, epochs=params.pop("epochs", epochs),
+        # The epoch budget binds the strategies that train the network; a head on stored
+        # features keeps its own (cheap) schedule.
+        budget = epochs if not get_strategy(name).uses_feature_store else None
+        return TransferClassifier(backbone=bb, strategy=name, epochs=params.pop("epochs", budget),
                                   params=params, device=device, precision=precision, cache_dir=cache,
                                   seed=seed, progress=progress)
 
@@ -145,7 +148,8 @@ def data_size_curves(dataset, roles: SplitRoles, sizes: Sequence[int], strategie
         for n in points:
             log(f"data-size curve: {name} at {n} images per class")
             sub = per_class_roles(roles, dataset.labels, n, seed)
-            clf = classifier(name, **({"epochs": epochs} if epochs else {}))
+            clf = classifier(name, **({"epochs": epochs} if epochs and not get_strategy(name).uses_feature_store
+                                      else {}))
             clf.progress = False
             clf.fit(dataset, roles=sub)
             curves[name][str(n)] = clf.metrics_["accuracy"]
