@@ -157,16 +157,16 @@ def test_bn_divergence_is_zero_on_the_source_images_and_grows_off_them(tiny_card
 
     backbone = load_backbone(tiny_card)
     rng = np.random.default_rng(0)
-    source = rng.integers(0, 256, size=(24, 3, 32, 32), dtype=np.uint8)
+    source = rng.integers(0, 256, size=(48, 3, 32, 32), dtype=np.uint8)
     _calibrate_bn(backbone, source)
-    records, probs, per_image = sim.run_target_images(backbone, source, device="cpu")
+    records, probs, per_image = sim.run_target_images(backbone, source, device="cpu", precision="fp32")
     assert probs is None and per_image > 0  # no source head on this card
     divs = [r["divergence"] for r in records]
     # ~0 everywhere (up to the unbiased-variance factor of the running statistics on 1x1 maps).
-    assert divs and np.median(divs) < 1e-3 and max(divs) < 0.05
+    assert divs and np.median(divs) < 0.01 and max(divs) < 0.1
     assert {r["group"] for r in records} >= {"stem", "stage1"}
     # Dark, low-contrast images: far from the "source" statistics.
-    other = (rng.integers(0, 40, size=(24, 3, 32, 32))).astype(np.uint8)
+    other = (rng.integers(0, 40, size=(48, 3, 32, 32))).astype(np.uint8)
     records2, _, _ = sim.run_target_images(backbone, other, device="cpu")
     assert np.mean([r["divergence"] for r in records2]) > 0.5
     groups = [g for g, _ in backbone.param_groups()]
@@ -333,3 +333,10 @@ def test_rank_backbones(tiny_dataset, tiny_backbone, tmp_path):
         assert {"spec", "logme", "knn_acc", "probe_acc", "rank_score", "seconds"} <= set(r)
     with pytest.raises(ConfigError):
         rank_backbones(tiny_dataset, [], store_dir=tmp_path / "store")
+
+
+def test_similarity_of_subset_one_pass(tiny_dataset, tiny_backbone):
+    s = sim.similarity_of_subset(tiny_dataset, tiny_backbone, n_images=24, device="cpu")
+    assert s.n_images == 24 and s.signals["bn"] is not None and s.signals["source"] is None
+    assert set(s.probe_profile()) == {cp.name for cp in tiny_backbone.cut_points}
+    assert s.forward_seconds_per_image > 0

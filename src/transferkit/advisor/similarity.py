@@ -176,12 +176,12 @@ def symmetric_kl_gaussian(m_t, v_t, m_s, v_s) -> np.ndarray:
     return 0.25 * (v_t / v_s + v_s / v_t - 2.0 + (m_t - m_s) ** 2 * (1.0 / v_t + 1.0 / v_s))
 
 
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+def _resolve(device: str, precision: str):
+    """(torch.device, precision) as the feature store resolves them (bf16 where it is native)."""
+    from ..device import resolve_device, resolve_precision
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    dev = resolve_device(device)
+    return dev, resolve_precision(precision, dev)
 
 
 def _bn_groups(backbone) -> dict[int, str]:
@@ -212,6 +212,7 @@ def run_target_images(
     want_source: bool = True,
     layers: list[str] | None = None,
     features_out: dict[str, np.ndarray] | None = None,
+    precision: str = "auto",
 ) -> tuple[list[dict[str, Any]] | None, np.ndarray | None, float]:
     """One pass of ``images`` (uint8 N,3,H,W) through the network in eval mode.
 
@@ -222,11 +223,15 @@ def run_target_images(
 
     With ``layers`` and a ``features_out`` dict, the pooled features of those cut points are
     computed in the same pass and stored there (fp32), so a subsample needs no feature store.
+    ``precision`` resolves as in the feature store (bf16 autocast where the hardware runs it
+    natively); the statistics are accumulated in float64 either way.
     """
     import torch
     import torch.nn as nn
 
-    dev = _resolve_device(device)
+    from ..device import inference_context
+
+    dev, prec = _resolve(device, precision)
     model = backbone.model
     was_training = model.training
     first = next(model.parameters(), None)
@@ -263,11 +268,11 @@ def run_target_images(
     t0 = time.perf_counter()
     try:
         model.eval()
-        if dev != str(orig_device):
-            model.to(dev)
-        with torch.no_grad():
+        model.to(device=dev, memory_format=torch.channels_last)
+        with inference_context(dev, prec):
             for start in range(0, len(images), batch_size):
                 x = torch.from_numpy(np.array(images[start : start + batch_size], copy=True)).to(dev)
+                x = x.contiguous(memory_format=torch.channels_last)
                 # The same images twice (features, then source head) leave the BN means and
                 # variances unchanged: sums and counts both double.
                 if layers:
@@ -282,8 +287,7 @@ def run_target_images(
     finally:
         for h in handles:
             h.remove()
-        if dev != str(orig_device):
-            model.to(orig_device)
+        model.to(device=orig_device, memory_format=torch.contiguous_format)
         model.train(was_training)
     per_image = (time.perf_counter() - t0) / max(len(images), 1)
 
