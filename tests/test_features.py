@@ -27,6 +27,15 @@ HERE = Path(__file__).resolve().parent
 LAYERS = ["stem", "stage1", "stage2", "pool"]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models: one thread is as fast, and immune to a busy machine's OpenMP barrier stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run(bb, ds, layers, store, **kw):
     kw = {"batch_size": 4, "chunk_size": 8, "progress": False, "device": "cpu", "precision": "fp32", **kw}
     return extract_features(bb, ds, layers, store_dir=store, **kw)
@@ -128,7 +137,7 @@ def test_weights_change_recomputes(tmp_path):
 
 def test_grid_pooling_and_decode_streaming_match(tmp_path):
     bb, ds = FakeBackbone(), FakeDataset(n=10)
-    cached = run(bb, ds, ["stage1"], tmp_path / "a", pool=2)
+    cached = run(bb, ds, ["stage1"], tmp_path / "a", pool=2, progress=True)  # rich bar on stderr
     streamed = run(bb, ds, ["stage1"], tmp_path / "b", pool=2, decode_cache=False)
     assert cached.features["stage1"].shape == (10, 16 * 4)
     np.testing.assert_array_equal(cached.features["stage1"], streamed.features["stage1"])
@@ -259,7 +268,8 @@ def test_partial_with_other_layout_is_discarded(tmp_path, monkeypatch):
 
 
 def test_sigkill_mid_extraction_then_resume_is_exact(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    pythonpath = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     script = str(HERE / "features_fakes.py")
     store = tmp_path / "store"
     proc = subprocess.Popen([sys.executable, script, str(store), str(tmp_path / "killed.npz"),
