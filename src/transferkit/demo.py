@@ -27,6 +27,9 @@ from .io import atomic_write_json
 SOURCE_CLASSES = ["0", "1", "2", "3", "4"]
 TARGET_CLASSES = ["5", "6", "7", "8", "9"]
 DEMO_STRATEGIES = ("linear", "intermediate", "partial", "full", "scratch")
+# Digits are glyphs: a mirrored 5 is not a 5, and a crop that keeps half the image can cut
+# the stroke that tells a 3 from an 8. Photos keep the engine's defaults.
+GLYPH_AUGMENTATION = {"flip": False, "crop_scale": 0.8}
 
 
 def run_demo(out_dir: str | Path = "tk-demo", *, backbone: Any = None, data: Any = None, seed: int = 0,
@@ -52,7 +55,7 @@ def run_demo(out_dir: str | Path = "tk-demo", *, backbone: Any = None, data: Any
         target = filter_classes(digits, TARGET_CLASSES)
         source_dir = out / "source_model"
         log(f"pretraining tk_smallcnn on digits 0-4 ({len(source)} images) -> {source_dir}")
-        config: TrainConfig = default_pretrain_config(epochs=pretrain_epochs, seed=seed)
+        config: TrainConfig = default_pretrain_config(epochs=pretrain_epochs, seed=seed, **GLYPH_AUGMENTATION)
         pretrain(source, "tk_smallcnn", source_dir, config, device=device, progress=progress,
                  resume=(source_dir / "pretrain_run").is_dir() and not (source_dir / "backbone.json").is_file())
         from .io import read_json
@@ -63,6 +66,7 @@ def run_demo(out_dir: str | Path = "tk-demo", *, backbone: Any = None, data: Any
         backbone, data = source_dir, target
         title = "transferkit demo: a CNN pretrained on digits 0-4, transferred to digits 5-9"
         epochs = epochs or 15
+        augmentation = {name: dict(GLYPH_AUGMENTATION) for name in ("partial", "full", "scratch")}
     else:
         if backbone is None or data is None:
             from .errors import ConfigError
@@ -70,11 +74,12 @@ def run_demo(out_dir: str | Path = "tk-demo", *, backbone: Any = None, data: Any
             raise ConfigError("transferkit demo takes both --backbone and --data, or neither (the digits demo).")
         title = None
         epochs = epochs or 8
+        augmentation = {}
 
     log("comparing strategies on the target task")
     result = compare(data, backbone, out / "compare", strategies=DEMO_STRATEGIES, epochs=epochs, sizes=sizes,
                      size_strategies=("linear", "partial", "scratch"), seed=seed, device=device,
-                     cache_dir=cache, progress=progress, title=title, log=log)
+                     cache_dir=cache, progress=progress, title=title, strategy_params=augmentation, log=log)
     headline.update(summarise(result))
     headline["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_json(out / "demo.json", headline)
