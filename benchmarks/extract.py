@@ -66,6 +66,7 @@ def transferkit_run(bb, data: Path, limit: int | None, store: Path, batch_size: 
 
     t0 = time.perf_counter()
     ds = load_dataset(str(data))
+    n_loaded = len(ds)
     if limit:
         ds = ds.subset(np.arange(min(limit, len(ds))))
     t_load = time.perf_counter() - t0
@@ -80,7 +81,7 @@ def transferkit_run(bb, data: Path, limit: int | None, store: Path, batch_size: 
     ds.decode(bb.preprocessing.input_size[1:], bb.preprocessing.interpolation, store / "decode-probe",
               progress=False)
     t_decode = time.perf_counter() - t0
-    return len(ds), t_load, runs, t_decode
+    return len(ds), n_loaded, t_load, runs, t_decode
 
 
 def main() -> None:
@@ -89,7 +90,7 @@ def main() -> None:
                     default=[SHARED / "data" / "hymenoptera", SHARED / "data" / "flowers5"])
     ap.add_argument("--backbone", default=str(SHARED / "weights" / "mobilenetv1_075.keras_in1k.json"))
     ap.add_argument("--limit", type=int, default=None, help="use the first N images of each dataset")
-    ap.add_argument("--batch-size", type=int, default=64, help="transferkit batch size")
+    ap.add_argument("--batch-size", type=int, default=None, help="transferkit batch size (default: its own)")
     ap.add_argument("--precision", default="auto", help="transferkit precision: auto, fp32, bf16")
     ap.add_argument("--baseline-batch-size", type=int, default=4, help="plain loop (tutorial: 4)")
     ap.add_argument("--baseline-workers", type=int, default=4, help="plain loop DataLoader workers (tutorial: 4)")
@@ -105,14 +106,17 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
           f"torch_threads={torch.get_num_threads()} loadavg={os.getloadavg()[0]:.1f}")
     print(f"torch {torch.__version__}, python {platform.python_version()}, device: {describe(dev, prec)}")
-    print(f"backbone: {bb.name} input {tuple(bb.preprocessing.input_size)}; transferkit batch={args.batch_size} "
+    from transferkit.features import default_batch_size
+
+    bs = args.batch_size or default_batch_size(dev)
+    print(f"backbone: {bb.name} input {tuple(bb.preprocessing.input_size)}; transferkit batch={bs} "
           f"precision={prec}; plain loop batch={args.baseline_batch_size} workers={args.baseline_workers} fp32")
     totals = {"a": [0, 0.0], "b": [0, 0.0], "c": [0, 0.0], "load": [0, 0.0]}
     for data in args.data:
         store = Path(tempfile.mkdtemp(prefix="tk-bench-"))
         try:
             n_a, t_a = plain_loop(bb, data, args.limit, args.baseline_batch_size, args.baseline_workers)
-            n_b, t_load, runs, t_dec = transferkit_run(bb, data, args.limit, store, args.batch_size, prec)
+            n_b, n_loaded, t_load, runs, t_dec = transferkit_run(bb, data, args.limit, store, args.batch_size, prec)
         finally:
             shutil.rmtree(store, ignore_errors=True)
         (t_b, fs_b), (t_c, fs_c) = runs
@@ -125,7 +129,8 @@ def main() -> None:
         print(f"  (b) transferkit cold            {n_b / t_b:9.1f} img/s  ({t_b:.2f} s: decode {t_dec:.2f} s "
               f"+ forward/store {t_b - t_dec:.2f} s)")
         print(f"  (c) transferkit warm re-run     {n_b / t_c:9.1f} img/s  ({t_c:.3f} s)")
-        print(f"      load_dataset (not in b)     {n_b / t_load:9.1f} img/s  ({t_load:.2f} s)")
+        print(f"      load_dataset (not in b)     {n_loaded / t_load:9.1f} img/s  ({t_load:.2f} s for all "
+              f"{n_loaded} images)")
         print(f"  (b)/(a) = {(n_b / t_b) / (n_a / t_a):.2f}x   (c)/(b) re-run speed-up = {t_b / t_c:.1f}x   "
               f"(b incl. load_dataset)/(a) = {(n_b / (t_b + t_load)) / (n_a / t_a):.2f}x")
     if len(args.data) > 1:

@@ -333,7 +333,7 @@ def extract_features(
     layers: Sequence[str] | str,
     *,
     store_dir: str | Path,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     device: str | torch.device = "auto",
     precision: str = "auto",
     pool: str | int = "avg",
@@ -344,7 +344,8 @@ def extract_features(
     """Pooled features of every image of ``dataset`` at ``layers``, from the store or one forward pass.
 
     Layers already in ``store_dir`` (same key) are read without decoding images or running the
-    network; the missing ones are computed together in one pass, ``batch_size`` images at a time,
+    network; the missing ones are computed together in one pass, ``batch_size`` images at a time
+    (default: 16 on the CPU, 64 on CUDA; see ``default_batch_size``),
     and streamed to disk in chunks of ``chunk_size`` images (default: 256 rounded to a multiple of
     ``batch_size``), so memory is bounded by a chunk, not by the dataset. ``decode_cache``: True
     keeps the data module's uint8 decode cache in ``store_dir/decoded``, a path puts it there, False
@@ -353,12 +354,12 @@ def extract_features(
     """
     names = _check_layers(backbone, layers)
     pool = _check_pool(pool)
-    batch_size = _check_positive("batch_size", batch_size)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    batch_size = _check_positive("batch_size", default_batch_size(dev) if batch_size is None else batch_size)
     if chunk_size is None:
         chunk_size = batch_size * max(1, round(DEFAULT_CHUNK_IMAGES / batch_size))
     chunk_size = _check_positive("chunk_size", chunk_size)
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
     store_dir = Path(store_dir)
     n = len(dataset)
     if n == 0:
@@ -399,6 +400,16 @@ def extract_features(
         pool=pool,
         computed=todo,
     )
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Images per forward pass when the caller does not say.
+
+    CPU: 16. Measured on the 2-core reference machine (mobilenetv1_075, 224x224, channels_last):
+    fp32 7.0 / 7.7 / 11.6 / 15.6 ms per image at batch 8 / 16 / 32 / 64 (bf16: 4.1 / 3.7 / 4.5 / 6.4):
+    big batches spill the activations out of the 2 MB L2 cache. CUDA: 64.
+    """
+    return 64 if device.type == "cuda" else 16
 
 
 def _compute(backbone: Any, dataset: Any, stores: dict[str, LayerStore], *, n: int, batch_size: int,
@@ -540,14 +551,14 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
 
 # ------------------------------------------------------------------------ in-memory helpers
 def compute_features(backbone: Any, images: np.ndarray, layers: Sequence[str] | str, *,
-                     pool: str | int = "avg", batch_size: int = 64, device: str | torch.device = "auto",
+                     pool: str | int = "avg", batch_size: int | None = None, device: str | torch.device = "auto",
                      precision: str = "auto") -> dict[str, np.ndarray]:
     """Features of in-memory uint8 images (N, 3, H, W) at ``layers``; no store (used by ``predict``)."""
     names = _check_layers(backbone, layers)
     pool = _check_pool(pool)
-    batch_size = _check_positive("batch_size", batch_size)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    batch_size = _check_positive("batch_size", default_batch_size(dev) if batch_size is None else batch_size)
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ConfigError(f"Expected images as a (N, 3, H, W) array; got shape {images.shape}.")
