@@ -3,6 +3,17 @@
 A write goes to a temporary file in the destination folder, is flushed and fsynced, and
 is then renamed over the destination: a reader sees the old file or the new one, never a
 half-written one, even after SIGKILL or a full disk.
+
+``kill_point(name)`` marks a place where an interruption is interesting (tests only): with
+``TRANSFERKIT_TEST_KILL_AT="<name>:<n>"`` in the environment the process SIGKILLs itself the
+n-th time it reaches ``kill_point("<name>")``; unset (always, outside tests) a call is one
+comparison. Points: ``atomic.before_replace`` / ``atomic.after_replace`` (every ``atomic_path``
+write, temporary complete but not renamed / renamed), ``features.chunk`` (a chunk of every
+layer on disk), ``features.consolidated`` (a layer's final file renamed in, its chunks not yet
+removed), ``engine.step`` (after an optimizer step), ``engine.checkpoint.tmp_written`` /
+``engine.checkpoint.renamed`` (an epoch's checkpoint directory complete under its temporary
+name / renamed into place, ``latest.json`` not yet updated), ``engine.epoch_end``.
+Used by tests/test_interruptions.py.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +33,57 @@ from .errors import StoreError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+KILL_ENV = "TRANSFERKIT_TEST_KILL_AT"
+
+
+def _parse_kill_at(spec: str | None) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    name, _, count = spec.rpartition(":")
+    if not name or not count.isdigit() or int(count) < 1:
+        raise ValueError(f"{KILL_ENV}={spec!r} must look like '<point name>:<n>' with n >= 1.")
+    return name, int(count)
+
+
+_kill_at = _parse_kill_at(os.environ.get(KILL_ENV))
+_kill_seen = 0
+
+
+def arm_kill_point(spec: str | None) -> None:
+    """(Re-)read a ``"<name>:<n>"`` kill spec (a process forked after import calls this)."""
+    global _kill_at, _kill_seen
+    _kill_at, _kill_seen = _parse_kill_at(spec), 0
+
+
+def kill_point(name: str) -> None:
+    """Test hook: SIGKILL this process the n-th time ``name`` is reached (see the module docstring)."""
+    global _kill_seen
+    if _kill_at is None or _kill_at[0] != name:
+        return
+    _kill_seen += 1
+    if _kill_seen == _kill_at[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a full disk: errno ENOSPC, or libraries that only
+    say so in their message (safetensors: "No space left on device (os error 28)", HDF5)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def no_space_error(dest: str | os.PathLike[str]) -> StoreError:
+    return StoreError(
+        f"No space left on device while writing {dest}; the previous version of the file "
+        "(if any) is intact. Free some disk space and run the same command again."
+    )
 
 
 @contextlib.contextmanager
@@ -39,18 +102,14 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        kill_point("atomic.before_replace")
         os.replace(tmp_path, dest)
-    except OSError as exc:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise StoreError(
-                f"No space left on device while writing {dest}; the previous version of the file "
-                "(if any) is intact. Free some disk space and run the same command again."
-            ) from exc
+        if isinstance(exc, Exception) and not isinstance(exc, StoreError) and is_no_space(exc):
+            raise no_space_error(dest) from exc
         raise
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    kill_point("atomic.after_replace")
 
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
