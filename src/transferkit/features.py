@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import io
 import json
 import shutil
 import time
@@ -49,7 +50,7 @@ import torch
 from . import __version__
 from .device import inference_context, resolve_device, resolve_precision
 from .errors import ConfigError, DataError, StoreError
-from .io import atomic_path, atomic_write_json, sha256_json
+from .io import atomic_path, atomic_write_json, kill_point, sha256_json
 
 STORE_FORMAT = 1
 DEFAULT_CHUNK_IMAGES = 256
@@ -272,8 +273,12 @@ class LayerStore:
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[0] != stop - start:
             raise StoreError(f"chunk [{start}, {stop}) of {self.final.name} has shape {arr.shape}")
-        with atomic_path(self.chunk_path(start, stop), suffix=".npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
+        # Serialised in memory first: np.save into a file on a full disk raises an OSError without
+        # errno ("N requested and M written"), a plain write says ENOSPC and atomic_path reports it.
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        with atomic_path(self.chunk_path(start, stop), suffix=".npy") as tmp:
+            tmp.write_bytes(buf.getbuffer())
 
     def consolidate(self, chunks: Sequence[tuple[int, int]]) -> None:
         """Write the final file from every chunk (streamed, one chunk in memory) and drop the chunks."""
@@ -301,6 +306,7 @@ class LayerStore:
                 f.attrs["d"] = d
                 f.attrs["sha256"] = h.hexdigest()
                 f.attrs["complete"] = True  # written last: the completeness marker
+        kill_point("features.consolidated")
         shutil.rmtree(self.partial, ignore_errors=True)
 
     def _remove_stale_temporaries(self) -> None:
@@ -372,6 +378,8 @@ def extract_features(
         arr = stores[name].read()
         if arr is not None:
             features[name] = arr
+            if stores[name].partial.is_dir():  # a run killed between its final rename and this cleanup
+                shutil.rmtree(stores[name].partial, ignore_errors=True)
     todo = [name for name in names if name not in features]
     if todo:
         fingerprint = dataset.fingerprint
@@ -490,6 +498,7 @@ def _run_chunks(backbone: Any, dataset: Any, stores: dict[str, LayerStore],
                     stores[name].write_chunk(s, e, np.concatenate(outs[name]))
                 if _after_chunk is not None:
                     _after_chunk(s, e)
+                kill_point("features.chunk")
 
 
 def _decode(dataset: Any, hw: tuple[int, int], interpolation: str, cache_dir: Path | None,
