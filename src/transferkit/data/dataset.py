@@ -13,6 +13,7 @@ index arrays (split roles, stored features) that must keep meaning the same imag
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -42,6 +43,23 @@ SPLIT_NAMES = ("train", "val", "test")
 DECODE_VERSION = 1
 
 ProgressCallback = Callable[[int, int], None]
+
+
+def _preallocate(path: str | os.PathLike[str]) -> None:
+    """Reserve the disk blocks of a (sparse) file about to be written through a memory map.
+
+    On a full disk, writes through the map kill the process with SIGBUS (no message, temporary
+    file left behind); reserving first turns that into an ENOSPC ``OSError`` that ``atomic_path``
+    reports as a ``StoreError``. File systems without fallocate support are left as they were.
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "rb+") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
 
 
 def default_workers() -> int:
@@ -343,6 +361,7 @@ class ImageDataset:
                 pass  # unreadable cache entry: rebuild it below
         with atomic_path(dest, suffix=".npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *hw))
+            _preallocate(tmp)
             failures = self._decode_into(out, hw, resample, progress, num_workers)
             out.flush()
             del out
