@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import io
 import json
 import logging
 import math
@@ -55,7 +56,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from .errors import ConfigError, StoreError, TrainingDivergedError
-from .io import atomic_write_json, read_json
+from .io import atomic_write_json, is_no_space, kill_point, read_json
 
 log = logging.getLogger("transferkit.engine")
 
@@ -518,21 +519,37 @@ class Checkpointer:
         final = self.dir / name
         tmp = self.dir / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         prev = self.latest()
-        _save_tensors(tmp / "model.safetensors", model_state)
-        if best_state is not None:
-            if not best_changed and prev is not None and (prev / "best.safetensors").exists():
-                shutil.copyfile(prev / "best.safetensors", tmp / "best.safetensors")
-            else:
-                _save_tensors(tmp / "best.safetensors", best_state)
-        torch.save(state, tmp / "state.pt")
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=_jsonable))
-        for f in tmp.iterdir():
-            with open(f, "rb+") as fh:
-                os.fsync(fh.fileno())
+        try:
+            tmp.mkdir()
+            _save_tensors(tmp / "model.safetensors", model_state)
+            if best_state is not None:
+                if not best_changed and prev is not None and (prev / "best.safetensors").exists():
+                    shutil.copyfile(prev / "best.safetensors", tmp / "best.safetensors")
+                else:
+                    _save_tensors(tmp / "best.safetensors", best_state)
+            # Through memory: torch.save into a file on a full disk hides ENOSPC behind
+            # "unexpected pos"; a plain write reports it.
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            (tmp / "state.pt").write_bytes(buf.getbuffer())
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=_jsonable))
+            for f in tmp.iterdir():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, Exception) and is_no_space(exc):
+                raise StoreError(
+                    f"No space left on device while writing the checkpoint of epoch {epoch} in {self.dir}; "
+                    f"the previous checkpoint ({prev.name if prev else 'none yet'}) is intact. Free some disk "
+                    "space and run the same command again with resume."
+                ) from exc
+            raise
+        kill_point("engine.checkpoint.tmp_written")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        kill_point("engine.checkpoint.renamed")
         atomic_write_json(self.dir / "latest.json", {"dir": name, "epoch": epoch})
         for old in self.dir.glob("epoch_*"):
             if old.name != name:
@@ -810,6 +827,7 @@ def fit_network(
                     optimizer_f.zero_grad(set_to_none=True)
                     scheduler.step()
                     step += 1
+                    kill_point("engine.step")
                 if bar is not None:
                     bar(epoch, bi + 1, batches_per_epoch, f"loss {loss_sum / max(1, seen):.4f}")
 
@@ -875,6 +893,7 @@ def fit_network(
                 }
                 ckpt.save(epoch + 1, _state_to_cpu(net), best_state, improved, state, meta)
                 atomic_write_json(run_dir / "history.json", history)
+                kill_point("engine.epoch_end")
             fabric.barrier()
             if stopped_early:
                 event(f"early stopping after epoch {epoch + 1}: val accuracy has not improved for {stale} epochs.")
