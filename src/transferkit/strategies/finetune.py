@@ -3,8 +3,9 @@
 - ``partial`` (larger & similar data): pretrained init; the stem and the first ``freeze_stages``
   stages (or everything up to ``freeze_until``) frozen, their BatchNorm statistics fixed
   (``bn_policy="frozen"``); later stages trained at ``lr * body_lr_ratio``, the head at ``lr``.
-- ``full`` (larger & different data): pretrained init; ``head_epochs`` of head-only training
-  (a linear probe, body frozen) then every layer, body at ``lr * body_lr_ratio`` (re-warmed).
+- ``full`` (larger & different data): pretrained init; the head first (``head_init="probe"``:
+  the linear probe solved exactly on stored features, then optional ``head_epochs`` of head-only
+  training), then every layer, body at ``lr * body_lr_ratio``.
 - ``scratch`` (the baseline transfer is measured against): the same architecture from random
   init (``load_backbone(spec, pretrained=False, seed=ctx.seed)``), every layer at one, higher lr.
 - ``hidden``: the whole network frozen; new hidden FC layers + output trained on the stored
@@ -209,6 +210,9 @@ def fit_network_strategy(
     val = _subset(images, labels, ctx.val_idx)
     monitor = _subset(images, labels, ctx.monitor_idx)
     net = backbone.build_network(len(classes), hidden, dropout)
+    probe_info = None
+    if pretrained_body and not hidden and ctx.params.get("head_init", "probe") == "probe" and not ctx.resume:
+        probe_info = init_head_from_probe(net, ctx, backbone)
     result: TrainResult = fit_network(
         net,
         train,
@@ -235,6 +239,7 @@ def fit_network_strategy(
         "precision": result.precision,
         "events": result.events,
         "backbone_weights_hash": backbone.weights_hash,
+        "head_init": probe_info or "random",
     }
     return NetworkModel(
         net=net.cpu().float().eval(),
@@ -246,6 +251,29 @@ def fit_network_strategy(
         info=info,
         device=ctx.device,
     )
+
+
+def init_head_from_probe(net: nn.Module, ctx: FitContext, backbone: Backbone) -> dict[str, Any]:
+    """Start the new head at the linear probe's solution (LP-FT, Kumar et al. 2022).
+
+    The probe is solved exactly on the stored pooled features of the training images only
+    (cross-validated L2, the same fit as ``linear``); its standardisation is folded into the
+    head's weights. Fine-tuning then starts from the probe's accuracy instead of chance, and the
+    body's features are not distorted by gradients from a random head in the first steps.
+    """
+    from .feature_model import standardiser
+    from .linear import fit_logistic, stored_features
+
+    feats = stored_features(ctx, ["pool"]).features["pool"]
+    x, y = feats[ctx.train_idx], ctx.dataset.labels[ctx.train_idx]
+    mean, scale = standardiser(x)
+    probe, info = fit_logistic((x - mean) / scale, y, len(ctx.dataset.classes), ctx.seed)
+    with torch.no_grad():
+        weight = probe.weight / torch.from_numpy(scale)
+        bias = probe.bias - (weight * torch.from_numpy(mean)).sum(dim=1)
+        net.head.weight.copy_(weight.to(net.head.weight))
+        net.head.bias.copy_(bias.to(net.head.bias))
+    return {"kind": "linear probe on stored pool features", "C": info["C"], "cv_accuracy": info["cv_accuracy"]}
 
 
 class _NetworkStrategy(Strategy):
@@ -262,7 +290,7 @@ class PartialStrategy(_NetworkStrategy):
         "Pretrained network; early stages frozen (BatchNorm statistics fixed), later "
         "stages fine-tuned at a fraction of the head's learning rate."
     )
-    defaults: ClassVar[dict[str, Any]] = {**_COMMON, "freeze_stages": 2, "freeze_until": None}
+    defaults: ClassVar[dict[str, Any]] = {**_COMMON, "freeze_stages": 2, "freeze_until": None, "head_init": "probe"}
 
     def fit(self, ctx: FitContext) -> NetworkModel:
         config = train_config(ctx.params, ctx, head_epochs=0)
@@ -275,7 +303,9 @@ class FullStrategy(_NetworkStrategy):
         "Pretrained network; head trained alone first (body frozen), then every layer "
         "fine-tuned, the body at a fraction of the head's learning rate."
     )
-    defaults: ClassVar[dict[str, Any]] = {**_COMMON, "head_epochs": 2}
+    # The head starts at the exact linear-probe solution (head_init="probe"), which is the
+    # "head first" phase done in closed form; head_epochs > 0 adds SGD epochs on the head alone.
+    defaults: ClassVar[dict[str, Any]] = {**_COMMON, "head_epochs": 0, "head_init": "probe"}
 
     def fit(self, ctx: FitContext) -> NetworkModel:
         config = train_config(ctx.params, ctx, freeze_stages=0, freeze_until=None)
