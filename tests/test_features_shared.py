@@ -1,7 +1,8 @@
 """Feature extraction on real data with real weights (needs ../shared; run with ``-m shared``).
 
-The bf16 check is the rule behind ``precision="auto"`` on CPUs with native bf16: bf16 autocast +
-channels_last must keep the linear-probe accuracy within 0.3 points of fp32.
+The bf16 checks are the rule behind ``precision="auto"`` on the CPU: bf16 autocast + channels_last
+must keep the linear-probe accuracy within 0.3 points of fp32 to be chosen automatically. It does on
+hymenoptera (0.9085 both) and does not on flowers5 (0.6168 -> 0.6083), so "auto" is fp32 on the CPU.
 """
 
 from __future__ import annotations
@@ -80,5 +81,11 @@ def test_bf16_probe_within_0p3_points_of_fp32_flowers5(v1, shared_dir, tmp_path)
     ds = load_dataset(str(shared_dir / "data" / "flowers5"))
     a32 = probe_accuracy(extract(v1, ds, tmp_path, "fp32"))
     a16 = probe_accuracy(extract(v1, ds, tmp_path, "bf16"))
-    print(f"flowers5 probe fp32 {a32:.4f} bf16 {a16:.4f}")
-    assert abs(a32 - a16) <= 0.003 + 1e-9, (a32, a16)
+    print(f"flowers5 probe fp32 {a32:.4f} bf16 {a16:.4f}")  # measured: 0.6168 / 0.6083
+    if abs(a32 - a16) > 0.003 + 1e-9:
+        # The rule: bf16 that moves the probe by more than 0.3 points is not chosen automatically.
+        import torch
+
+        from transferkit.device import resolve_precision
+
+        assert resolve_precision("auto", torch.device("cpu")) == "fp32"
