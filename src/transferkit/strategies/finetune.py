@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..engine import ArrayData, TrainConfig, TrainResult, fit_network, predict_logits
+from ..engine import ArrayData, Checkpointer, TrainConfig, TrainResult, fit_network, predict_logits
 from ..errors import ConfigError, DataError, StoreError
 from ..io import atomic_path, atomic_write_json
 from .base import FitContext, FittedModel, Strategy
@@ -211,7 +211,10 @@ def fit_network_strategy(
     monitor = _subset(images, labels, ctx.monitor_idx)
     net = backbone.build_network(len(classes), hidden, dropout)
     probe_info = None
-    if pretrained_body and not hidden and ctx.params.get("head_init", "probe") == "probe" and not ctx.resume:
+    # Skipped only when a checkpoint will overwrite the head: a run killed before its first
+    # checkpoint and resumed must start exactly as an uninterrupted one.
+    resuming = ctx.resume and Checkpointer(ctx.run_dir).latest() is not None
+    if pretrained_body and not hidden and ctx.params.get("head_init", "probe") == "probe" and not resuming:
         probe_info = init_head_from_probe(net, ctx, backbone)
     result: TrainResult = fit_network(
         net,
