@@ -6,12 +6,13 @@ half-written one, even after SIGKILL or a full disk.
 
 ``kill_point(name)`` marks a place where an interruption is interesting (tests only): with
 ``TRANSFERKIT_TEST_KILL_AT="<name>:<n>"`` in the environment the process SIGKILLs itself the
-n-th time it reaches ``kill_point("<name>")``; unset (always, outside tests) a call is one
-comparison. Points: ``atomic.before_replace`` / ``atomic.after_replace`` (every ``atomic_path``
-write, temporary complete but not renamed / renamed), ``features.chunk`` (a chunk of every
-layer on disk), ``features.consolidated`` (a layer's final file renamed in, its chunks not yet
-removed), ``engine.step`` (after an optimizer step), ``engine.checkpoint.tmp_written`` /
-``engine.checkpoint.renamed`` (an epoch's checkpoint directory complete under its temporary
+n-th time it reaches ``kill_point("<name>")``; ``"<name>@<text>:<n>"`` counts only the calls whose
+file name contains <text> (``atomic.before_replace@model.safetensors:1``). Unset (always, outside
+tests) a call costs one comparison. Points: ``atomic.before_replace`` / ``atomic.after_replace``
+(every ``atomic_path`` write: temporary complete but not renamed / renamed), ``features.chunk``
+(a chunk of every layer on disk), ``features.consolidated`` (a layer's final file renamed in, its
+chunks not yet removed), ``engine.step`` (after an optimizer step), ``engine.checkpoint.tmp_written``
+/ ``engine.checkpoint.renamed`` (an epoch's checkpoint directory complete under its temporary
 name / renamed into place, ``latest.json`` not yet updated), ``engine.epoch_end``.
 Used by tests/test_interruptions.py.
 """
@@ -37,13 +38,14 @@ os.umask(_UMASK)
 KILL_ENV = "TRANSFERKIT_TEST_KILL_AT"
 
 
-def _parse_kill_at(spec: str | None) -> tuple[str, int] | None:
+def _parse_kill_at(spec: str | None) -> tuple[str, str, int] | None:
     if not spec:
         return None
-    name, _, count = spec.rpartition(":")
+    point, _, count = spec.rpartition(":")
+    name, _, what = point.partition("@")
     if not name or not count.isdigit() or int(count) < 1:
-        raise ValueError(f"{KILL_ENV}={spec!r} must look like '<point name>:<n>' with n >= 1.")
-    return name, int(count)
+        raise ValueError(f"{KILL_ENV}={spec!r} must look like '<point>[@<file name part>]:<n>' with n >= 1.")
+    return name, what, int(count)
 
 
 _kill_at = _parse_kill_at(os.environ.get(KILL_ENV))
@@ -56,13 +58,13 @@ def arm_kill_point(spec: str | None) -> None:
     _kill_at, _kill_seen = _parse_kill_at(spec), 0
 
 
-def kill_point(name: str) -> None:
+def kill_point(name: str, what: str = "") -> None:
     """Test hook: SIGKILL this process the n-th time ``name`` is reached (see the module docstring)."""
     global _kill_seen
-    if _kill_at is None or _kill_at[0] != name:
+    if _kill_at is None or _kill_at[0] != name or _kill_at[1] not in what:
         return
     _kill_seen += 1
-    if _kill_seen == _kill_at[1]:
+    if _kill_seen == _kill_at[2]:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -102,14 +104,14 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
-        kill_point("atomic.before_replace")
+        kill_point("atomic.before_replace", dest.name)
         os.replace(tmp_path, dest)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
         if isinstance(exc, Exception) and not isinstance(exc, StoreError) and is_no_space(exc):
             raise no_space_error(dest) from exc
         raise
-    kill_point("atomic.after_replace")
+    kill_point("atomic.after_replace", dest.name)
 
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
