@@ -427,6 +427,26 @@ def print_comparison(result: dict[str, Any]) -> None:
 
 @app.command()
 @handle_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transferkit fit`.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Output file (default in RUN_DIR).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a finished run to ONNX or TorchScript, verified against PyTorch (max |diff| <= 1e-4)."""
+    from .export import export as run_export
+
+    result = run_export(run_dir, fmt, out_file)
+    info = {"path": str(result.path), "format": fmt, "max_abs_diff": result.max_abs_diff}
+    if as_json:
+        print_json(info)
+        return
+    out.print(f"{fmt} model written to {result.path} (max |logit difference| vs PyTorch "
+              f"{result.max_abs_diff:.2e})")
+
+
+@app.command()
+@handle_errors
 def pretrain(
     source: Annotated[str, typer.Argument(help="The data-rich source task (any dataset transferkit loads).")],
     arch: Annotated[str, typer.Option(help="timm architecture, or tk_smallcnn for small images such as digits.")],
