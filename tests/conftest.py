@@ -68,8 +68,8 @@ def make_image_folder(root: Path, classes=("red", "green", "blue"), per_class: i
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                img = rng.integers(0, 120, size=(size, size, 3))
-                img[..., ci % 3] += 100 + rng.integers(0, 30)
+                img = rng.integers(0, 60, size=(size, size, 3))
+                img[..., ci % 3] += 150 + rng.integers(0, 40)
                 if ci >= 3:  # more classes than channels: add a stripe pattern
                     img[:: (ci - 1), :, :] = 255
                 Image.fromarray(img.clip(0, 255).astype("uint8")).save(folder / f"{name}_{i:03d}.png")
@@ -88,3 +88,13 @@ def tiny_folder(tmp_path_factory) -> Path:
     make_image_folder(root, per_class=12, splits=("train",), seed=1)
     make_image_folder(root, per_class=6, splits=("val",), seed=2)
     return root
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """The real ``transferkit`` CLI in forked child processes (see tests/cli_server.py)."""
+    from cli_server import CliServer
+
+    server = CliServer()
+    yield server
+    server.close()
