@@ -344,8 +344,6 @@ def test_cli_untrusted_files_exit_2(cli, tiny_card, tiny_folder, tmp_path):
     one_line_error(fit(cli, tiny_folder, evil / "sub" / "dots.json", tmp_path / "d"), "outside the card's folder")
 
 
-@pytest.mark.xfail(strict=True, reason="the refusal message says '--allow-outside-weights' but the CLI has no "
-                                       "such option (transferkit.backbones._cards; cli.py)")
 def test_cli_outside_weights_can_be_allowed_explicitly(cli, tiny_card, tiny_folder, tmp_path):
     card = json.loads(tiny_card.read_text())
     (tmp_path / "c").mkdir()

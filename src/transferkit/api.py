@@ -307,7 +307,7 @@ class TransferClassifier:
 
     @classmethod
     def load(cls, run_dir: str | Path, *, backbone: Any = None, device: str = "auto",
-             cache_dir: str | Path | None = None) -> TransferClassifier:
+             cache_dir: str | Path | None = None, allow_outside_weights: bool = False) -> TransferClassifier:
         """Reload a finished run written by ``fit(..., run_dir=...)``."""
         from .backbones import load_backbone
         from .strategies import get_strategy
@@ -318,7 +318,8 @@ class TransferClassifier:
                             "Point at the directory given to `transferkit fit --out`.")
         config = read_json(run_dir / RUN_CONFIG)
         bb = backbone if hasattr(backbone, "forward_layers") else load_backbone(
-            backbone or config["backbone"]["spec"], **reload_kwargs(config, explicit=backbone is not None))
+            backbone or config["backbone"]["spec"], allow_outside_weights=allow_outside_weights,
+            **reload_kwargs(config, explicit=backbone is not None))
         clf = cls(backbone=bb, strategy=config["strategy"], params=config.get("params"), device=device,
                   precision=config.get("precision", "auto"), cache_dir=cache_dir, seed=config.get("seed", 0),
                   progress=False)

@@ -28,6 +28,8 @@ BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="timm name, b
                                           "pretrain directory, alexnet or googlenet.")]
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", help="Local weights for a timm name "
                                                  "(.safetensors, or .pth/.pt loaded with weights_only=True).")]
+OutsideOpt = Annotated[bool, typer.Option("--allow-outside-weights", help="Let a backbone card name a weights "
+                                           "file outside its own folder (refused by default).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
@@ -52,7 +54,7 @@ def handle_errors(fn):
     return wrapper
 
 
-def backbone_arg(spec: str, weights: Path | None = None):
+def backbone_arg(spec: str, weights: Path | None = None, allow_outside: bool = False):
     """What --backbone names: a spec string for the API, or a built Backbone.
 
     ``random:SPEC`` is SPEC's architecture with random initialisation (a baseline for ``rank``);
@@ -62,8 +64,8 @@ def backbone_arg(spec: str, weights: Path | None = None):
 
     if spec.startswith("random:"):
         return load_backbone(spec.removeprefix("random:"), pretrained=False)
-    if weights is not None:
-        return load_backbone(spec, weights=weights)
+    if weights is not None or allow_outside:
+        return load_backbone(spec, weights=weights, allow_outside_weights=allow_outside)
     return spec
 
 
@@ -106,6 +108,7 @@ def extract(
     backbone: BackboneOpt,
     layers: Annotated[str, typer.Option(help="Comma-separated cut points, e.g. stage3,pool.")] = "pool",
     weights: WeightsOpt = None,
+    allow_outside_weights: OutsideOpt = False,
     out_file: Annotated[Path | None, typer.Option("--out", help="Also write the features to this .h5 file.")] = None,
     pool: Annotated[str, typer.Option(help="avg, or an integer g to pool to a g x g grid.")] = "avg",
     batch_size: Annotated[int, typer.Option()] = 64,
@@ -121,7 +124,7 @@ def extract(
     from .features import extract_features, write_feature_file
 
     dataset = as_dataset(data)
-    bb = backbone_arg(backbone, weights)
+    bb = backbone_arg(backbone, weights, allow_outside_weights)
     bb = bb if not isinstance(bb, str) else load_backbone(bb)
     names = csv_list(layers) or ["pool"]
     for name in names:
@@ -153,6 +156,7 @@ def fit(
     backbone: BackboneOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
     weights: WeightsOpt = None,
+    allow_outside_weights: OutsideOpt = False,
     strategy: Annotated[str, typer.Option("--strategy", "-s",
                                           help="linear, intermediate, hidden, partial, full, scratch or auto.")]
     = "linear",
@@ -179,7 +183,8 @@ def fit(
     params: dict[str, Any] = {}
     if freeze_until:
         params["freeze_until"] = freeze_until
-    clf = TransferClassifier(backbone=backbone_arg(backbone, weights), strategy=strategy, layer=layer,
+    clf = TransferClassifier(backbone=backbone_arg(backbone, weights, allow_outside_weights), strategy=strategy,
+                             layer=layer,
                              hidden=int_list(hidden, "--hidden"), epochs=epochs, lr=lr, batch_size=batch_size,
                              freeze_stages=freeze_stages, params=params, device=device, precision=precision,
                              cache_dir=cache_dir, seed=seed, progress=not quiet)
@@ -208,6 +213,7 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transferkit fit`.")],
     data: Annotated[str, typer.Argument(help="Dataset to score (the held-out split: test if present, else val).")],
     split: Annotated[str | None, typer.Option(help="train, val, test or all.")] = None,
+    allow_outside_weights: OutsideOpt = False,
     device: DeviceOpt = "auto",
     cache_dir: CacheOpt = None,
     as_json: JsonOpt = False,
@@ -215,7 +221,8 @@ def evaluate(
     """Score a finished run on a dataset: accuracy, balanced accuracy, per-class P/R/F1, confusion matrix."""
     from .api import TransferClassifier
 
-    clf = TransferClassifier.load(run_dir, device=device, cache_dir=cache_dir)
+    clf = TransferClassifier.load(run_dir, device=device, cache_dir=cache_dir,
+                                  allow_outside_weights=allow_outside_weights)
     metrics = clf.evaluate(data, split=split)
     if as_json:
         print_json(run_summary(clf, run_dir, metrics, split=metrics["split"]))
@@ -236,6 +243,7 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transferkit fit`.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 1,
+    allow_outside_weights: OutsideOpt = False,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
@@ -243,7 +251,7 @@ def predict(
     from .api import TransferClassifier
     from .data import list_image_files
 
-    clf = TransferClassifier.load(run_dir, device=device)
+    clf = TransferClassifier.load(run_dir, device=device, allow_outside_weights=allow_outside_weights)
     files: list[Path] = []
     for p in paths:
         files.extend(list_image_files(p) if p.is_dir() else [p])
@@ -293,6 +301,7 @@ def advise(
     data: Annotated[str, typer.Argument(help="Image folder, split tree, .csv, .npz, CIFAR folder or 'digits'.")],
     backbone: BackboneOpt,
     weights: WeightsOpt = None,
+    allow_outside_weights: OutsideOpt = False,
     seed: Annotated[int, typer.Option()] = 0,
     device: DeviceOpt = "auto",
     cache_dir: CacheOpt = None,
@@ -305,7 +314,7 @@ def advise(
     from .backbones import load_backbone
 
     dataset = as_dataset(data, seed=seed)
-    bb = backbone_arg(backbone, weights)
+    bb = backbone_arg(backbone, weights, allow_outside_weights)
     bb = bb if not isinstance(bb, str) else load_backbone(bb)
     advice = run_advisor(dataset, bb, store_dir=(cache_dir or default_cache_dir()) / "features", device=device,
                          seed=seed, progress=not quiet)
@@ -358,6 +367,7 @@ def compare(
     backbone: BackboneOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for result.json, report.html, runs/.")],
     weights: WeightsOpt = None,
+    allow_outside_weights: OutsideOpt = False,
     strategies: Annotated[str, typer.Option(help="Comma-separated strategies.")]
     = "linear,intermediate,partial,full,scratch",
     epochs: Annotated[int | None, typer.Option(help="Epoch budget for every trained strategy.")] = None,
@@ -376,7 +386,8 @@ def compare(
     """Every strategy under the same budget, split and seed; transfer benefit vs scratch; report.html."""
     from .compare import compare as run_compare
 
-    result = run_compare(data, backbone_arg(backbone, weights), out_dir, strategies=csv_list(strategies),
+    result = run_compare(data, backbone_arg(backbone, weights, allow_outside_weights), out_dir,
+                         strategies=csv_list(strategies),
                          epochs=epochs, sizes=[int(v) for v in csv_list(sizes)],
                          size_strategies=csv_list(size_strategies), advise=advise_, seed=seed, device=device,
                          precision=precision, cache_dir=cache_dir, progress=not quiet,

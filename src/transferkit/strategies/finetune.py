@@ -270,7 +270,10 @@ def init_head_from_probe(net: nn.Module, ctx: FitContext, backbone: Backbone) ->
     feats = stored_features(ctx, ["pool"]).features["pool"]
     x, y = feats[ctx.train_idx], ctx.dataset.labels[ctx.train_idx]
     mean, scale = standardiser(x)
-    probe, info = fit_logistic((x - mean) / scale, y, len(ctx.dataset.classes), ctx.seed)
+    try:
+        probe, info = fit_logistic((x - mean) / scale, y, len(ctx.dataset.classes), ctx.seed)
+    except ConfigError as exc:  # e.g. a class with one training image: no cross-validation possible
+        return {"kind": "random (no probe start)", "reason": str(exc)}
     with torch.no_grad():
         weight = probe.weight / torch.from_numpy(scale)
         bias = probe.bias - (weight * torch.from_numpy(mean)).sum(dim=1)

@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from ..errors import ConfigError
 from .base import FitContext, Strategy
-from .feature_model import FeatureModel, build_head, standardiser
+from .feature_model import FeatureModel, standardiser
 
 # Inverse L2 strengths searched by cross-validation. Kornblith et al. search 1e-6..1e5 on
 # raw features; on standardised features the optimum for 1e2..1e5 images lies well inside this.
