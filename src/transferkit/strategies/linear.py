@@ -161,8 +161,10 @@ def fit_feature_model(strategy: str, ctx: FitContext, *, layer: str, pool: str |
                                        dropout=dropout, num_classes=num_classes, seed=ctx.seed,
                                        epochs=int(ctx.params.get("epochs") or 100),
                                        lr=float(ctx.params.get("lr") or 1e-3))
-        ctx.history.extend(history)
-        info: dict[str, Any] = {"head": "mlp"}
+        # The head's own epochs (on cached features, seconds in all) are kept in the model's info;
+        # the run's learning curve gets one held-out point, like the other feature strategies,
+        # so it is never drawn against the network strategies' epochs.
+        info: dict[str, Any] = {"head": "mlp", "head_history": history}
     else:
         idx = learnable_indices(ctx)
         x, y = feats[idx], labels[idx]
@@ -175,9 +177,11 @@ def fit_feature_model(strategy: str, ctx: FitContext, *, layer: str, pool: str |
                                       "dropout": dropout},
                          precision=getattr(fs, "precision", ctx.precision), info=info)
     info["train_seconds"] = round(time.perf_counter() - start, 3)
-    if not hidden and ctx.monitor_idx is not None and len(ctx.monitor_idx):
+    if ctx.monitor_idx is not None and len(ctx.monitor_idx):
         # A probe has no epochs: its learning curve is one point, measured on the held-out split.
         proba = model.proba_from_features(feats[ctx.monitor_idx])
         acc = float((proba.argmax(1) == labels[ctx.monitor_idx]).mean())
-        ctx.history.append({"epoch": 1, "monitor_acc": acc, "val_acc": info.get("cv_accuracy", float("nan"))})
+        selection = info.get("cv_accuracy", max((h.get("val_acc", float("nan")) for h in info.get("head_history", [])),
+                                                default=float("nan")))
+        ctx.history.append({"epoch": 1, "monitor_acc": acc, "val_acc": selection})
     return model
