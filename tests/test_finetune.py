@@ -99,7 +99,7 @@ def test_partial_freezes_early_stages_and_round_trips(backbone, dataset, tmp_pat
         if k.startswith(("body.stem.", "body.stages.0.")):
             assert torch.equal(ref[k], got[k]), k  # weights and BN running stats untouched
     assert not torch.equal(ref["body.stages.2.conv2.conv.weight"], got["body.stages.2.conv2.conv.weight"])
-    assert model.info["train_config"]["bn_policy"] == "frozen"
+    assert model.info["train_config"]["bn_policy"] == "eval"
     assert model.info["frozen_groups"] == ["stem", "stage1"]
     assert len(ctx.history) == 2 and ctx.history[-1]["monitor_acc"] is not None
 

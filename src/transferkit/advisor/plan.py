@@ -398,7 +398,7 @@ def _subsample_images(dataset, train_idx: np.ndarray, labels: np.ndarray, backbo
     pick = train_idx[sim_mod.subsample_indices(labels[train_idx], sim_mod.BN_MAX_IMAGES, seed)]
     pre = backbone.preprocessing
     size = tuple(pre.input_size[1:])
-    cache_dir = Path(store_dir) / "decoded"
+    cache_dir = Path(store_dir).parent / "decoded"  # where the strategies cache the decoded images
     full_cache = None
     try:
         full_cache = dataset.cache_path(cache_dir, size, pre.interpolation)

@@ -1,8 +1,8 @@
 """Strategies that train (part of) the network end to end, plus ``hidden`` on frozen features.
 
 - ``partial`` (larger & similar data): pretrained init; the stem and the first ``freeze_stages``
-  stages (or everything up to ``freeze_until``) frozen, their BatchNorm statistics fixed
-  (``bn_policy="frozen"``); later stages trained at ``lr * body_lr_ratio``, the head at ``lr``.
+  stages (or everything up to ``freeze_until``) frozen; every BatchNorm keeps its running
+  statistics (``bn_policy="eval"``); later stages trained at ``lr * body_lr_ratio``, the head at ``lr``.
 - ``full`` (larger & different data): pretrained init; the head first (``head_init="probe"``:
   the linear probe solved exactly on stored features, then optional ``head_epochs`` of head-only
   training), then every layer, body at ``lr * body_lr_ratio``.
@@ -159,7 +159,7 @@ _COMMON: dict[str, Any] = {
     "flip": True,
     "grad_accum": 1,
     "early_stopping_patience": None,
-    "bn_policy": "frozen",
+    "bn_policy": "eval",
     "hidden": (),
     "dropout": 0.0,
 }

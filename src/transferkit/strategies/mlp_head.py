@@ -88,7 +88,7 @@ def train_mlp_head(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(b)
+            loss_sum += float(loss.detach()) * len(b)
             correct += int((logits.argmax(1) == yt[b]).sum())
         lr_now = opt.param_groups[0]["lr"]
         sched.step()
