@@ -464,7 +464,7 @@ def pretrain(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Backbone folder to write (card + weights).")],
     epochs: Annotated[int, typer.Option()] = 10,
     lr: Annotated[float, typer.Option()] = 3e-3,
-    batch_size: Annotated[int | None, typer.Option(help="Default: 16 on CPU, 64 on CUDA.")] = None,
+    batch_size: Annotated[int, typer.Option()] = 64,
     flip: Annotated[bool, typer.Option(help="Horizontal-flip augmentation (off for digits and text).")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     device: DeviceOpt = "auto",
