@@ -52,21 +52,7 @@ def filter_classes(dataset: ImageDataset, class_names: Sequence[str], relabel: b
         return sub
     remap = np.full(len(dataset.classes), -1, dtype=np.int64)
     remap[old] = np.arange(len(old))
-    return ImageDataset(
-        name=sub.name,
-        root=sub.root,
-        classes=names,
-        labels=remap[sub.labels],
-        splits=sub.splits,
-        sources=sub.sources,
-        hashes=sub._hashes,
-        split_origin=sub.split_origin,
-        skipped=sub.skipped,
-        notes=sub.notes,
-        array=sub._array,
-        index=sub._index,
-        max_pixels=sub._max_pixels,
-    )
+    return relabelled(sub, names, remap[sub.labels])
 
 
 def align_classes(dataset: ImageDataset, classes: Sequence[str]) -> ImageDataset:
@@ -80,11 +66,16 @@ def align_classes(dataset: ImageDataset, classes: Sequence[str]) -> ImageDataset
     if unknown:
         raise DataError(f"{dataset.name!r} has classes {unknown} that are not among {names}.")
     remap = np.array([names.index(c) for c in dataset.classes], dtype=np.int64)
+    return relabelled(dataset, names, remap[dataset.labels] if len(dataset.labels) else dataset.labels)
+
+
+def relabelled(dataset: ImageDataset, classes: list[str], labels: np.ndarray) -> ImageDataset:
+    """The same images, sources and splits under a new class list and label numbers."""
     return ImageDataset(
         name=dataset.name,
         root=dataset.root,
-        classes=names,
-        labels=remap[dataset.labels] if len(dataset.labels) else dataset.labels,
+        classes=classes,
+        labels=labels,
         splits=dataset.splits,
         sources=dataset.sources,
         hashes=dataset._hashes,
