@@ -69,6 +69,14 @@ def backbone_arg(spec: str, weights: Path | None = None, allow_outside: bool = F
     return spec
 
 
+def built_backbone(spec: str, weights: Path | None = None, allow_outside: bool = False):
+    """The Backbone that --backbone names, built now (for commands that use it directly)."""
+    from .backbones import load_backbone
+
+    bb = backbone_arg(spec, weights, allow_outside)
+    return load_backbone(bb) if isinstance(bb, str) else bb
+
+
 def print_json(obj: Any) -> None:
     from .io import _json_default
 
@@ -120,12 +128,10 @@ def extract(
 ) -> None:
     """Extract pooled features of several layers in one pass into the on-disk store."""
     from .api import as_dataset, default_cache_dir
-    from .backbones import load_backbone
     from .features import extract_features, write_feature_file
 
     dataset = as_dataset(data)
-    bb = backbone_arg(backbone, weights, allow_outside_weights)
-    bb = bb if not isinstance(bb, str) else load_backbone(bb)
+    bb = built_backbone(backbone, weights, allow_outside_weights)
     names = csv_list(layers) or ["pool"]
     for name in names:
         bb.layer(name)
@@ -311,11 +317,9 @@ def advise(
     """Measure size and similarity to the backbone's source data, and plan the strategy (with reasons)."""
     from .advisor import advise as run_advisor
     from .api import as_dataset, default_cache_dir
-    from .backbones import load_backbone
 
     dataset = as_dataset(data, seed=seed)
-    bb = backbone_arg(backbone, weights, allow_outside_weights)
-    bb = bb if not isinstance(bb, str) else load_backbone(bb)
+    bb = built_backbone(backbone, weights, allow_outside_weights)
     advice = run_advisor(dataset, bb, store_dir=(cache_dir or default_cache_dir()) / "features", device=device,
                          seed=seed, progress=not quiet)
     if as_json:
