@@ -25,6 +25,17 @@ DEFAULT_STRATEGIES = ("linear", "intermediate", "partial", "full", "scratch")
 DEFAULT_SIZES = (5, 10, 25, 50)
 
 
+def logged_to(path: Path, log: Callable[[str], None]) -> Callable[[str], None]:
+    """``log`` that also appends each message, time-stamped, to ``path`` (the run's own log)."""
+
+    def both(message: str) -> None:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        log(message)
+
+    return both
+
+
 def per_class_roles(roles: SplitRoles, labels: np.ndarray, n_per_class: int, seed: int) -> SplitRoles:
     """The same roles with train and val cut to at most ``n_per_class`` images per class (in total).
 
@@ -60,6 +71,7 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
                           f"got {list(strategies)!r}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    log = logged_to(out_dir / "compare.log", log)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dataset = as_dataset(data, seed=seed)
     bb = backbone if hasattr(backbone, "forward_layers") else load_backbone(backbone)

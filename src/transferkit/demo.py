@@ -37,13 +37,14 @@ def run_demo(out_dir: str | Path = "tk-demo", *, backbone: Any = None, data: Any
              cache_dir: str | Path | None = None, device: str = "auto", progress: bool = True,
              log: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
     """Run the demo study into ``out_dir``; returns the headline numbers (also in ``demo.json``)."""
-    from .compare import compare
+    from .compare import compare, logged_to
     from .data import filter_classes, load_dataset
 
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    log = logged_to(out / "demo.log", log)
     headline: dict[str, Any] = {"out_dir": str(out)}
 
     if backbone is None and data is None:
