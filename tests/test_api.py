@@ -100,3 +100,17 @@ def test_image_array_of_wrong_shape_is_explained(tiny_card, tiny_folder, cache):
     clf = TransferClassifier(backbone=tiny_card, cache_dir=cache, progress=False).fit(tiny_folder)
     with pytest.raises(DataError, match=r"uint8 of shape \(N, 3, 32, 32\)"):
         clf.predict(np.zeros((2, 3, 16, 16), np.uint8))
+
+
+def test_hidden_head_without_a_selection_split(tiny_card, tiny_folder, cache):
+    """Roles with no val images (a fixed-budget study): the MLP head trains its full schedule."""
+    from transferkit.api import SplitRoles
+    from transferkit.data import load_dataset
+
+    ds = load_dataset(tiny_folder, progress=False)
+    roles = SplitRoles(np.flatnonzero(ds.splits == "train"), np.zeros(0, np.int64),
+                       np.flatnonzero(ds.splits == "val"), "val", "none")
+    clf = TransferClassifier(backbone=tiny_card, strategy="hidden", hidden=(16,), cache_dir=cache,
+                             progress=False).fit(ds, roles=roles)
+    assert clf.metrics_["n"] == 18 and len(clf.history_) == 1
+    assert clf.history_[0]["monitor_acc"] == clf.metrics_["accuracy"]

@@ -181,7 +181,7 @@ def fit_feature_model(strategy: str, ctx: FitContext, *, layer: str, pool: str |
         # A probe has no epochs: its learning curve is one point, measured on the held-out split.
         proba = model.proba_from_features(feats[ctx.monitor_idx])
         acc = float((proba.argmax(1) == labels[ctx.monitor_idx]).mean())
-        selection = info.get("cv_accuracy", max((h.get("val_acc", float("nan")) for h in info.get("head_history", [])),
-                                                default=float("nan")))
+        head_val = [h["val_acc"] for h in info.get("head_history", []) if h.get("val_acc") is not None]
+        selection = info.get("cv_accuracy", max(head_val, default=float("nan")))
         ctx.history.append({"epoch": 1, "monitor_acc": acc, "val_acc": selection})
     return model
