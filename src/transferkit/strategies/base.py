@@ -66,6 +66,26 @@ class FitContext:
         return self.dataset.subset(self.monitor_idx)
 
 
+MODEL_CONFIG = "model.json"
+MODEL_WEIGHTS = "model.safetensors"
+
+
+def read_model_files(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A saved model's config (JSON) and tensors (safetensors), with a clear error when unfinished."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from ..errors import StoreError
+
+    try:
+        config = json.loads((Path(directory) / MODEL_CONFIG).read_text())
+        tensors = load_file(str(Path(directory) / MODEL_WEIGHTS))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"Cannot read the model in {directory}: {exc}. Was the run finished?") from exc
+    return config, tensors
+
+
 class FittedModel(ABC):
     """A trained classifier: backbone part (frozen or fine-tuned) plus head."""
 

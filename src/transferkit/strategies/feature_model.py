@@ -7,24 +7,23 @@ the head. One class serves all three so that prediction, saving and export stay 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import StoreError
 from ..io import atomic_path, atomic_write_json
-from .base import FittedModel
+from .base import MODEL_CONFIG, MODEL_WEIGHTS, FittedModel, read_model_files
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
 
-CONFIG_NAME = "model.json"
-WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = MODEL_CONFIG
+WEIGHTS_NAME = MODEL_WEIGHTS
 
 
 def build_head(in_features: int, num_classes: int, hidden: tuple[int, ...] = (), dropout: float = 0.0) -> nn.Module:
@@ -117,11 +116,7 @@ class FeatureModel(FittedModel):
     @classmethod
     def load(cls, directory: Path, backbone: Backbone) -> FeatureModel:
         directory = Path(directory)
-        try:
-            config = json.loads((directory / CONFIG_NAME).read_text())
-            tensors = load_file(str(directory / WEIGHTS_NAME))
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"Cannot read the model in {directory}: {exc}. Was the run finished?") from exc
+        config, tensors = read_model_files(directory)
         if config.get("backbone_weights_hash") != backbone.weights_hash:
             raise StoreError(
                 f"The model in {directory} was trained on backbone weights {config.get('backbone_weights_hash')!r} "

@@ -18,25 +18,24 @@ TransferNet as ``model.safetensors`` + ``model.json``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..engine import ArrayData, Checkpointer, TrainConfig, TrainResult, fit_network, predict_logits
 from ..errors import ConfigError, DataError, StoreError
 from ..io import atomic_path, atomic_write_json
-from .base import FitContext, FittedModel, Strategy
+from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, Strategy, read_model_files
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
 
-CONFIG_NAME = "model.json"
-WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = MODEL_CONFIG
+WEIGHTS_NAME = MODEL_WEIGHTS
 PRECISION_ALIASES = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
@@ -111,11 +110,7 @@ class NetworkModel(FittedModel):
     @classmethod
     def load(cls, directory: Path, backbone: Backbone) -> NetworkModel:
         directory = Path(directory)
-        try:
-            config = json.loads((directory / CONFIG_NAME).read_text())
-            tensors = load_file(str(directory / WEIGHTS_NAME))
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"Cannot read the model in {directory}: {exc}. Was the run finished?") from exc
+        config, tensors = read_model_files(directory)
         if config.get("kind") != "network":
             raise StoreError(
                 f"{directory / CONFIG_NAME} does not describe a network model (kind "
