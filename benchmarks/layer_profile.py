@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="../shared/weights/mobilenetv1_075.keras_in1k.json")
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--test-images", type=int, default=2000)
+    ap.add_argument("--layers", default=None, help="cut points to probe (default: every one but pool; '' for none)")
     ap.add_argument("--strategies", default="linear,hidden", help="also run these on the final codes")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -53,7 +54,9 @@ def main() -> None:
     print(f"  every cut point extracted in one pass: {time.perf_counter() - t:.0f} s")
     print(f"{ds.name}: {len(train)} training images ({args.per_class} per class), {len(scored)} held-out; "
           f"backbone {bb.name}")
-    runs = [("intermediate", {"layer": cp.name}) for cp in bb.cut_points if cp.name != "pool"]
+    layers = [cp.name for cp in bb.cut_points if cp.name != "pool"] if args.layers is None else \
+        [name for name in args.layers.split(",") if name]
+    runs = [("intermediate", {"layer": name}) for name in layers]
     runs += [(s, {}) for s in args.strategies.split(",") if s]
     for name, params in runs:
         t = time.perf_counter()
