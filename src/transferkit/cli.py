@@ -523,7 +523,8 @@ def demo(
     for name, acc in head["accuracy"].items():
         out.print(f"  {name:<13} {acc:.3f}" + ("  <- best" if name == head["best_strategy"] else ""))
     if "transfer_gain_points" in head:
-        out.print(f"transfer bought {head['transfer_gain_points']:+.1f} points over training from scratch")
+        out.print(f"best transferred strategy ({head['best_transfer']}) vs training from scratch: "
+                  f"{head['transfer_gain_points']:+.1f} points on all training images")
     if head.get("at_10_per_class"):
         out.print("with 10 training images per class: " +
                   ", ".join(f"{k} {v:.3f}" for k, v in head["at_10_per_class"].items()))

@@ -98,8 +98,12 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "best_strategy": best,
         "advisor": (result.get("advisor") or {}).get("strategy"),
     }
-    if "scratch" in acc:
-        summary["transfer_gain_points"] = round(100 * (acc[best] - acc["scratch"]), 1)
+    transferred = {n: a for n, a in acc.items() if n != "scratch"}
+    if "scratch" in acc and transferred:
+        best_transfer = max(transferred, key=transferred.get)
+        summary["best_transfer"] = best_transfer
+        # negative when training from scratch wins: said as such, never hidden
+        summary["transfer_gain_points"] = round(100 * (acc[best_transfer] - acc["scratch"]), 1)
     small = {name: curve.get("10") for name, curve in (result.get("data_size") or {}).items() if "10" in curve}
     if small:
         summary["at_10_per_class"] = small
