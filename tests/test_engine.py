@@ -30,13 +30,7 @@ from transferkit.errors import ConfigError, TrainingDivergedError
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine's 2 cores are shared: one thread per process is several times faster there.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_data(n: int, seed: int, size: int = 16, classes: int = 3) -> ArrayData:

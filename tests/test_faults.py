@@ -29,12 +29,7 @@ from transferkit.features import extract_features, write_feature_file
 NO_SPACE = "No space left on device"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def temporaries(root: Path) -> list[Path]:
