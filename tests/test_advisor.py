@@ -265,6 +265,13 @@ def test_decide_small_data():
     assert plan_mod.table_answer(_fake_size(50), _fake_similarity(0.8, RISING)) == (
         "small & similar -> linear", "linear")
     assert plan_mod.table_answer(_fake_size(50), _fake_similarity(0.3, RISING))[1] == "intermediate"
+    # Small and different, no earlier layer clearly ahead: the table's intermediate, cut left to CV.
+    plan = plan_mod.decide(_fake_size(50), _fake_similarity(0.3, RISING), stages=STAGES)
+    assert plan["strategy"] == "intermediate" and plan["layer"] is None
+    assert any("chosen by cross-validated probe accuracy" in r for r in plan["reasons"])
+    # ... but an earlier layer that wins clearly is named directly.
+    plan = plan_mod.decide(_fake_size(50), _fake_similarity(0.3, EARLY), stages=STAGES)
+    assert plan["strategy"] == "intermediate" and plan["layer"] == "stage3"
 
 
 def test_decide_large_data():
@@ -306,6 +313,8 @@ def test_advise_end_to_end(tiny_dataset, tiny_backbone, tmp_path):
         assert key in d
     json.dumps(d, allow_nan=False)  # strictly JSON
     assert d["strategy"] in plan_mod.STRATEGIES
+    if d["strategy"] in ("linear", "intermediate", "hidden"):  # the plan always names its cut
+        assert d["layer"] in [cp.name for cp in tiny_backbone.cut_points]
     n_train = int((np.asarray(tiny_dataset.splits) == "train").sum())
     assert d["size"]["n_train"] == n_train < len(tiny_dataset)
     assert 0.0 <= d["similarity"]["score"] <= 1.0
@@ -318,6 +327,22 @@ def test_advise_end_to_end(tiny_dataset, tiny_backbone, tmp_path):
     # A second run reads the feature store.
     again = advise(tiny_dataset, tiny_backbone, store_dir=tmp_path / "store", device="cpu", progress=False)
     assert again.cost["features_from_cache"] and again.strategy == advice.strategy
+
+
+def test_advise_small_different_names_the_cv_cut(tiny_dataset, tiny_backbone, tmp_path, monkeypatch):
+    from transferkit.advisor import advise
+
+    # Force the "small & different, no clear earlier winner, no kNN gain" branch.
+    monkeypatch.setattr(sim, "SIMILAR_THRESHOLD", 1.01)
+    monkeypatch.setattr(plan_mod, "INTERMEDIATE_MARGIN", 1.0)
+    monkeypatch.setattr(plan_mod, "HIDDEN_MARGIN", 1.0)
+    advice = advise(tiny_dataset, tiny_backbone, store_dir=tmp_path / "store", device="cpu", progress=False)
+    assert advice.strategy == "intermediate" and advice.table_strategy == "intermediate"
+    cuts = [cp.name for cp in tiny_backbone.cut_points if cp.name != "stem"]
+    assert advice.layer in cuts and advice.strategy_params() == {"layer": advice.layer}
+    line = next(r for r in advice.reasons if r.startswith("Cross-validated probe accuracy per cut point"))
+    assert all(c in line for c in cuts) and line.endswith(f"cut at {advice.layer}.")
+    assert advice.cost["cut_cv_seconds"] >= 0
 
 
 def test_rank_backbones(tiny_dataset, tiny_backbone, tmp_path):

@@ -131,12 +131,19 @@ def best_layer_by_cv(ctx: FitContext, pool: str | int) -> tuple[str, dict[str, f
     layers = [cp.name for cp in ctx.backbone.cut_points if cp.name != "stem"]
     fs = stored_features(ctx, layers, pool)
     idx = learnable_indices(ctx)
-    y = ctx.dataset.labels[idx]
+    features = {layer: fs.features[layer][idx] for layer in layers}
+    return best_layer_of(features, ctx.dataset.labels[idx], len(ctx.dataset.classes), ctx.seed)
+
+
+def best_layer_of(features: dict[str, np.ndarray], y: np.ndarray, num_classes: int,
+                  seed: int) -> tuple[str, dict[str, float]]:
+    """The layer of ``features`` (layer -> (n, d) array, in cut order) with the best cross-validated
+    probe accuracy (the linear strategy's own fit: standardised, L2 strength by CV), and every
+    layer's accuracy. Ties go to the earlier layer."""
     profile = {}
-    for layer in layers:
-        x = fs.features[layer][idx]
+    for layer, x in features.items():
         mean, scale = standardiser(x)
-        _, info = fit_logistic((x - mean) / scale, y, len(ctx.dataset.classes), ctx.seed)
+        _, info = fit_logistic((x - mean) / scale, y, num_classes, seed)
         profile[layer] = info.get("cv_accuracy", 0.0)
     return max(profile, key=profile.get), profile
 
