@@ -11,8 +11,14 @@ the same data, in the same process. ``--strategy full`` trains every layer (same
 baseline); ``--strategy partial`` is our default partial fine-tune (stem + 2 stages frozen: no
 backward through them), reported separately because it is less work, not a faster loop.
 
+The baseline runs twice in the same process: (a) with the tutorial's own loader settings
+(batch_size=4, num_workers=4), and (b) at transferkit's batch size with num_workers=0, which
+isolates the training loop itself (same batch, no loader processes). transferkit runs at its
+engine's default batch size (``TrainConfig.batch_size``) unless ``--batch-size`` is given.
+
 Printed: first epoch (transferkit: decode + epoch) and steady-state (second) epoch, both as
-images/second, and the ratios. Nothing is asserted: wall-clock numbers on a shared machine vary.
+images/second, and the ratios against both baselines. Nothing is asserted: wall-clock numbers on
+a shared machine vary.
 
     .venv/bin/python benchmarks/train.py                       # defaults: ../shared data + card
     .venv/bin/python benchmarks/train.py --strategy partial --batch-size 16
@@ -34,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TK_SHARED", REPO.parent / "shared"))
 
 
-def baseline_epochs(card: Path, data: Path, batch_size: int, epochs: int, seed: int) -> list[float]:
+def baseline_epochs(card: Path, data: Path, batch_size: int, epochs: int, seed: int, workers: int = 0) -> list[float]:
     """Seconds per epoch of the tutorial loop."""
     from torchvision import datasets, transforms
 
@@ -54,7 +60,7 @@ def baseline_epochs(card: Path, data: Path, batch_size: int, epochs: int, seed: 
     )
     ds = datasets.ImageFolder(str(data), tf)
     torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     crit = nn.CrossEntropyLoss()
     times = []
@@ -107,7 +113,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED / "data" / "hymenoptera" / "train")
     ap.add_argument("--card", type=Path, default=SHARED / "weights" / "mobilenetv1_075.keras_in1k.json")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=None, help="transferkit's (default: the engine's)")
+    ap.add_argument("--baseline-batch-size", type=int, default=4, help="tutorial loop (tutorial: 4)")
+    ap.add_argument("--baseline-workers", type=int, default=4, help="tutorial loop DataLoader workers (tutorial: 4)")
     ap.add_argument("--strategy", choices=("full", "partial"), default="full")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -118,24 +126,28 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}"
     )
-    print(f"data: {args.data}  model: {args.card.name}  batch {args.batch_size}  tk strategy: {args.strategy}")
+    from transferkit.engine import TrainConfig
 
-    base = baseline_epochs(args.card, args.data, args.batch_size, 2, args.seed)
-    decode, ours, precision, n = transferkit_epochs(args.card, args.data, args.batch_size, 2, args.seed, args.strategy)
-    b1, b2 = n / base[0], n / base[1]
+    bs = args.batch_size or TrainConfig().batch_size
+    print(f"data: {args.data}  model: {args.card.name}  tk strategy: {args.strategy}, batch {bs}; tutorial loop "
+          f"batch {args.baseline_batch_size}, workers {args.baseline_workers}")
+
+    tutorial = baseline_epochs(args.card, args.data, args.baseline_batch_size, 2, args.seed, args.baseline_workers)
+    same_batch = baseline_epochs(args.card, args.data, bs, 2, args.seed, 0)
+    decode, ours, precision, n = transferkit_epochs(args.card, args.data, bs, 2, args.seed, args.strategy)
     t1, t2 = n / (decode + ours[0]), n / ours[1]
     print(
-        f"baseline (tutorial, fp32 NCHW, decode every epoch): epoch1 {base[0]:.1f}s = {b1:.2f} img/s, "
-        f"epoch2 {base[1]:.1f}s = {b2:.2f} img/s"
-    )
-    print(
-        f"transferkit ({precision}, channels_last, uint8 decoded once): decode {decode:.1f}s, epoch1 "
+        f"transferkit ({precision}, channels_last, uint8 decoded once, batch {bs}): decode {decode:.1f}s, epoch1 "
         f"{ours[0]:.1f}s -> first epoch incl. decode {t1:.2f} img/s, epoch2 {ours[1]:.1f}s = {t2:.2f} img/s"
     )
-    print(
-        f"ratio first epoch (incl. decode): {t1 / b1:.2f}x   steady-state epoch: {t2 / b2:.2f}x   "
-        f"(load average now {os.getloadavg()})"
-    )
+    tutorial_label = f"(a) tutorial loop, batch {args.baseline_batch_size}, {args.baseline_workers} workers"
+    for label, base in ((tutorial_label, tutorial), (f"(b) same loop, batch {bs}, no workers", same_batch)):
+        b1, b2 = n / base[0], n / base[1]
+        print(f"{label} (fp32 NCHW, decode every epoch): epoch1 {base[0]:.1f}s = {b1:.2f} img/s, "
+              f"epoch2 {base[1]:.1f}s = {b2:.2f} img/s")
+        print(f"    ratio transferkit / {label[:3]}: first epoch (incl. decode) {t1 / b1:.2f}x   "
+              f"steady-state epoch {t2 / b2:.2f}x")
+    print(f"(load average now {os.getloadavg()})")
 
 
 if __name__ == "__main__":

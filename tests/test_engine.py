@@ -240,6 +240,35 @@ def test_bf16_autocast_trains(tmp_path):
     assert res.precision == "bf16-mixed" and np.isfinite(res.history[0]["train_loss"])
 
 
+def test_strided_depthwise_runs_fp32_under_cpu_bf16_and_is_restored():
+    from torch import nn
+
+    from transferkit.device import fp32_strided_depthwise
+
+    torch.manual_seed(0)
+    dw = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8)
+    dw1 = nn.Conv2d(8, 8, 3, stride=1, padding=1, groups=8)  # not strided: stays bf16
+    pw = nn.Conv2d(8, 4, 1)
+    net = nn.Sequential(dw, dw1, pw)
+    keys = list(net.state_dict())
+    dtypes: dict[str, torch.dtype] = {}
+    for name, m in (("dw", dw), ("dw1", dw1), ("pw", pw)):
+        m.register_forward_hook(lambda _m, _i, out, name=name: dtypes.__setitem__(name, out.dtype))
+    x = torch.randn(2, 8, 16, 16, requires_grad=True)
+    with fp32_strided_depthwise(net) as patched:
+        assert patched == 1 and list(net.state_dict()) == keys
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            net(x).float().sum().backward()
+        assert dtypes == {"dw": torch.float32, "dw1": torch.bfloat16, "pw": torch.bfloat16}
+        assert dw.weight.grad is not None and dw.weight.grad.dtype == torch.float32
+    assert "forward" not in dw.__dict__  # the class's forward again
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x)
+    assert dtypes["dw"] == torch.bfloat16
+    with fp32_strided_depthwise(net, enabled=False) as patched:
+        assert patched == 0
+
+
 # --------------------------------------------------------------------- resume after SIGKILL
 CHILD = textwrap.dedent("""
     import sys, time, torch

@@ -55,6 +55,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from .device import fp32_strided_depthwise
 from .errors import ConfigError, StoreError, TrainingDivergedError
 from .io import atomic_write_json, is_no_space, kill_point, read_json
 
@@ -776,7 +777,9 @@ def fit_network(
     micro_splits = 1
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    with _progress(progress and rank0, config.epochs) as bar:
+    # CPU bf16: strided depthwise convolutions stay fp32 (their bf16 backward is slow; see device.py).
+    cpu_bf16 = fabric.device.type == "cpu" and "bf16" in precision_name(fabric)
+    with fp32_strided_depthwise(net, enabled=cpu_bf16), _progress(progress and rank0, config.epochs) as bar:
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
             frozen = config.frozen_groups(names, epoch)
