@@ -222,6 +222,21 @@ def test_oom_halves_the_micro_batch(tmp_path):
     assert np.isfinite(res.history[0]["train_loss"])
 
 
+def test_cpu_splits_large_batches_into_micro_batches_with_the_same_gradients(tmp_path, monkeypatch):
+    import transferkit.engine as engine
+
+    cfg = TrainConfig(epochs=1, augment=False, **{**FAST, "batch_size": 32, "bn_policy": "eval"})
+    split_net, whole_net = tiny_net(), tiny_net()
+    res = fit_network(split_net, make_data(64, 0), None, cfg, tmp_path / "split", progress=False, device="cpu")
+    assert any("2 micro-batches of at most 16" in e for e in res.events)
+    monkeypatch.setattr(engine, "CPU_MICRO_BATCH", 64)
+    res = fit_network(whole_net, make_data(64, 0), None, cfg, tmp_path / "whole", progress=False, device="cpu")
+    assert not any("micro-batches" in e for e in res.events)
+    a, b = state(split_net), state(whole_net)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    assert engine.cpu_micro_splits(32, torch.device("cuda")) == 1
+
+
 def test_early_stopping_restores_best(tmp_path):
     cfg = TrainConfig(epochs=6, early_stopping_patience=1, **{**FAST, "lr": 1e-9})
     res = fit_network(tiny_net(), make_data(32, 0), make_data(12, 1), cfg, tmp_path, progress=False, device="cpu")

@@ -774,7 +774,10 @@ def fit_network(
     model = None
     stopped_early = False
     done_epochs = start_epoch
-    micro_splits = 1
+    micro_splits = cpu_micro_splits(per_rank, fabric.device)
+    if micro_splits > 1:
+        event(f"CPU: each batch of {per_rank} runs as {micro_splits} micro-batches of at most {CPU_MICRO_BATCH} "
+              "(faster per image here; same gradients, BatchNorm in training mode sees the micro-batch).")
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     # CPU bf16: strided depthwise convolutions stay fp32 (their bf16 backward is slow; see device.py).
@@ -925,6 +928,17 @@ def fit_network(
         precision=precision_name(fabric),
         events=events,
     )
+
+
+# Largest micro-batch on the CPU: a MobileNet v1 training step ran at 106 img/s with 16 images and
+# 82 img/s with 32 on the 2-core reference machine (bf16, channels_last): the activations of 32
+# images at 112x112 no longer stay in cache. Larger batches are split and their gradients summed.
+CPU_MICRO_BATCH = 16
+
+
+def cpu_micro_splits(batch: int, device: torch.device) -> int:
+    """Micro-batches per loaded batch: 1 on accelerators, enough for <= CPU_MICRO_BATCH on the CPU."""
+    return max(1, math.ceil(batch / CPU_MICRO_BATCH)) if device.type == "cpu" else 1
 
 
 def _train_batch(fabric, model, criterion, x, y, splits: int, grad_accum: int, sync: bool) -> tuple[float, int]:
