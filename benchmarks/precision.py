@@ -30,8 +30,7 @@ RULE_POINTS = 0.3
 def probe_accuracy(x: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray, n_classes: int,
                    seed: int) -> tuple[float, float]:
     """(held-out accuracy, chosen C) of the linear strategy's probe on these features."""
-    from transferkit.strategies.feature_model import standardiser
-    from transferkit.strategies.linear import fit_logistic
+    from transferkit.strategies._probe import fit_logistic, standardiser
 
     mean, scale = standardiser(x[train])
     head, info = fit_logistic((x[train] - mean) / scale, labels[train], n_classes, seed)

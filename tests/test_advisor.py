@@ -99,9 +99,11 @@ def test_knn_and_probe_accuracy():
 
 # ------------------------------------------------------------------------------ similarity
 
+from transferkit.advisor import rules as rules_mod  # noqa: E402
 from transferkit.advisor import plan as plan_mod  # noqa: E402
 from transferkit.advisor import similarity as sim  # noqa: E402
 from transferkit.advisor import size as size_mod  # noqa: E402
+from transferkit.strategies import strategy_defaults, strategy_names  # noqa: E402
 
 
 def test_symmetric_kl_gaussian():
@@ -261,7 +263,8 @@ def test_decide_small_data():
     assert any("stage3 (86.0%) beats the last layer pool (78.0%)" in r for r in plan["reasons"])
     plan = plan_mod.decide(_fake_size(50), _fake_similarity(0.8, RISING), stages=STAGES,
                            knn_last=0.95, probe_last=0.9)
-    assert plan["strategy"] == "hidden" and plan["hidden"] == plan_mod.HIDDEN_UNITS
+    assert plan["strategy"] == "hidden" and plan["hidden"] == strategy_defaults("hidden")["hidden"]
+    assert plan["params"] == {}  # the head's widths and schedule are the strategy's own defaults
     assert plan_mod.table_answer(_fake_size(50), _fake_similarity(0.8, RISING)) == (
         "small & similar -> linear", "linear")
     assert plan_mod.table_answer(_fake_size(50), _fake_similarity(0.3, RISING))[1] == "intermediate"
@@ -278,15 +281,27 @@ def test_decide_large_data():
     bn = {"stem": 0.95, "stage1": 0.9, "stage2": 0.8, "stage3": 0.6, "stage4": 0.5}
     plan = plan_mod.decide(_fake_size(600), _fake_similarity(0.8, RISING, bn), stages=STAGES)
     assert plan["strategy"] == "partial" and plan["frozen_stages"] == 2
-    assert plan["body_lr_ratio"] == plan_mod.BODY_LR_RATIO_SIMILAR and plan["epochs"] >= 5
+    assert plan["body_lr_ratio"] == strategy_defaults("partial")["body_lr_ratio"] and plan["epochs"] >= 5
+    assert plan["params"] == {"freeze_stages": 2, "epochs": plan["epochs"]}
     steep = plan_mod.decide(_fake_size(600, slope=0.05), _fake_similarity(0.8, RISING, bn), stages=STAGES)
     assert steep["frozen_stages"] == 1 and any("per doubling" in r for r in steep["reasons"])
     plan = plan_mod.decide(_fake_size(600), _fake_similarity(0.3, RISING, bn), stages=STAGES)
-    assert plan["strategy"] == "full" and plan["body_lr_ratio"] == plan_mod.BODY_LR_RATIO_DIFFERENT
+    assert plan["strategy"] == "full" and plan["body_lr_ratio"] == strategy_defaults("full")["body_lr_ratio"]
     plan = plan_mod.decide(_fake_size(2000), _fake_similarity(0.1, RISING), stages=STAGES)
     assert plan["strategy"] == "scratch"
     assert plan_mod.table_answer(_fake_size(600), _fake_similarity(0.8, RISING))[1] == "partial"
     assert plan_mod.table_answer(_fake_size(600), _fake_similarity(0.3, RISING))[1] == "full"
+    plan = plan_mod.decide(_fake_size(2000), _fake_similarity(0.1, RISING), stages=STAGES)
+    assert plan["lr"] == strategy_defaults("scratch")["lr"]  # one source of defaults: the strategy's
+
+
+def test_advisor_settings_are_checked_against_the_strategy():
+    from transferkit.advisor.rules import plan_of
+    from transferkit.errors import ConfigError
+
+    assert plan_of("linear", {"layer": "stage3", "epochs": None}, [])["params"] == {"layer": "stage3"}
+    with pytest.raises(ConfigError, match=r"\['freeze_stages'\] for strategy 'linear'"):
+        plan_of("linear", {"freeze_stages": 2}, [])
 
 
 # ------------------------------------------------------------------- advise / rank end to end
@@ -312,7 +327,7 @@ def test_advise_end_to_end(tiny_dataset, tiny_backbone, tmp_path):
     for key in ("strategy", "layer", "frozen_stages", "similarity", "size", "table_rule", "reasons"):
         assert key in d
     json.dumps(d, allow_nan=False)  # strictly JSON
-    assert d["strategy"] in plan_mod.STRATEGIES
+    assert d["strategy"] in strategy_names()
     if d["strategy"] in ("linear", "intermediate", "hidden"):  # the plan always names its cut
         assert d["layer"] in [cp.name for cp in tiny_backbone.cut_points]
     n_train = int((np.asarray(tiny_dataset.splits) == "train").sum())
@@ -334,8 +349,8 @@ def test_advise_small_different_names_the_cv_cut(tiny_dataset, tiny_backbone, tm
 
     # Force the "small & different, no clear earlier winner, no kNN gain" branch.
     monkeypatch.setattr(sim, "SIMILAR_THRESHOLD", 1.01)
-    monkeypatch.setattr(plan_mod, "INTERMEDIATE_MARGIN", 1.0)
-    monkeypatch.setattr(plan_mod, "HIDDEN_MARGIN", 1.0)
+    monkeypatch.setattr(rules_mod, "INTERMEDIATE_MARGIN", 1.0)
+    monkeypatch.setattr(rules_mod, "HIDDEN_MARGIN", 1.0)
     advice = advise(tiny_dataset, tiny_backbone, store_dir=tmp_path / "store", device="cpu", progress=False)
     assert advice.strategy == "intermediate" and advice.table_strategy == "intermediate"
     cuts = [cp.name for cp in tiny_backbone.cut_points if cp.name != "stem"]

@@ -20,7 +20,7 @@ def backbone():
 
 @pytest.fixture(scope="module")
 def network_model(backbone):
-    from transferkit.strategies.finetune import NetworkModel
+    from transferkit.strategies._network import NetworkModel
 
     torch.manual_seed(0)
     net = backbone.build_network(3, hidden=(8,), dropout=0.2)
@@ -36,7 +36,8 @@ def network_model(backbone):
 
 @pytest.fixture(scope="module")
 def feature_model(backbone):
-    from transferkit.strategies.feature_model import FeatureModel, build_head
+    from transferkit.backbones import build_head
+    from transferkit.strategies._probe import FeatureModel
 
     torch.manual_seed(1)
     d = backbone.num_features

@@ -69,7 +69,7 @@ class DiskFull:
 
         monkeypatch.setattr(Path, "write_bytes", write_bytes)
         monkeypatch.setattr(st, "save_file", save_file_)
-        for mod in ("transferkit.strategies.feature_model", "transferkit.strategies.finetune"):
+        for mod in ("transferkit.strategies._probe", "transferkit.strategies._network"):
             monkeypatch.setattr(f"{mod}.save_file", save_file_)
 
     def _hit(self, path: Path) -> bool:

@@ -83,7 +83,7 @@ def test_pretrain_writes_a_loadable_backbone_folder(pretrained_dir, backbone):
 
 
 def test_partial_freezes_early_stages_and_round_trips(backbone, dataset, tmp_path):
-    from transferkit.strategies.finetune import NetworkModel
+    from transferkit.strategies._network import NetworkModel
 
     strategy, ctx, model = fit("partial", backbone, dataset, tmp_path, epochs=2, freeze_stages=1)
     assert isinstance(model, NetworkModel) and model.strategy == "partial"
@@ -120,7 +120,7 @@ def test_full_trains_head_first_then_everything(backbone, dataset, tmp_path):
 
 
 def test_scratch_starts_from_random_init(backbone, dataset, tmp_path):
-    from transferkit.strategies.finetune import ScratchStrategy
+    from transferkit.strategies.scratch import ScratchStrategy
 
     assert ScratchStrategy.defaults["lr"] == pytest.approx(3e-3)
     _, ctx, model = fit("scratch", backbone, dataset, tmp_path, epochs=1)
@@ -138,7 +138,7 @@ def test_hidden_trains_mlp_on_pooled_features(backbone, dataset, tmp_path):
 
 
 def test_mlp_head_learns_and_is_deterministic():
-    from transferkit.strategies.mlp_head import train_mlp_head
+    from transferkit.strategies._mlp import train_mlp_head
 
     rng = np.random.default_rng(0)
     y = np.arange(120) % 3

@@ -19,10 +19,19 @@ import numpy as np
 from .api import SplitRoles, TransferClassifier, as_dataset, default_cache_dir, library_versions, split_roles
 from .errors import ConfigError
 from .io import atomic_write_json
-from .strategies import get_strategy, strategy_names
+from .strategies import BASELINE, get_strategy, strategy_names
 
-DEFAULT_STRATEGIES = ("linear", "intermediate", "partial", "full", "scratch")
 DEFAULT_SIZES = (5, 10, 25, 50)
+
+
+def default_strategies() -> list[str]:
+    """The registry's strategies that are part of the default sweep."""
+    return strategy_names(compared_by_default=True)
+
+
+def default_size_strategies() -> list[str]:
+    """A probe and a fine-tune for the data-size curves: the first of each in the registry."""
+    return [strategy_names(feature_store=True)[0], strategy_names(feature_store=False, pretrained=True)[0]]
 
 
 def logged_to(path: Path, log: Callable[[str], None]) -> Callable[[str], None]:
@@ -56,8 +65,8 @@ def per_class_roles(roles: SplitRoles, labels: np.ndarray, n_per_class: int, see
 
 
 def compare(data: Any, backbone: Any, out_dir: str | Path, *,
-            strategies: Sequence[str] = DEFAULT_STRATEGIES, epochs: int | None = None,
-            sizes: Sequence[int] = DEFAULT_SIZES, size_strategies: Sequence[str] = ("linear", "partial"),
+            strategies: Sequence[str] | None = None, epochs: int | None = None,
+            sizes: Sequence[int] = DEFAULT_SIZES, size_strategies: Sequence[str] | None = None,
             size_epochs: int | None = None, advise: bool = True, seed: int = 0, device: str = "auto",
             precision: str = "auto", cache_dir: str | Path | None = None, progress: bool = True,
             strategy_params: dict[str, dict[str, Any]] | None = None, title: str | None = None,
@@ -65,6 +74,8 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
     """Run the comparison and write ``out_dir/{result.json, report.html, plots/, runs/}``."""
     from .backbones import load_backbone
 
+    strategies = default_strategies() if strategies is None else list(strategies)
+    size_strategies = default_size_strategies() if size_strategies is None else list(size_strategies)
     unknown = [s for s in strategies if s not in strategy_names()]
     if unknown or not strategies:
         raise ConfigError(f"--strategies must be a comma-separated subset of {strategy_names()}; "
@@ -127,8 +138,8 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
     from .report.benefit import transfer_benefit
 
     histories = {n: s["history"] for n, s in result["strategies"].items()}
-    if "scratch" in histories:
-        result["benefit"] = transfer_benefit(histories, baseline="scratch")
+    if BASELINE in histories:
+        result["benefit"] = transfer_benefit(histories, baseline=BASELINE)
     result["best_strategy"] = max(result["strategies"],
                                   key=lambda n: result["strategies"][n]["metrics"].get("accuracy", -1))
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_json
+from .strategies import BASELINE, strategy_names
 
 SOURCE_CLASSES = ["0", "1", "2", "3", "4"]
 TARGET_CLASSES = ["5", "6", "7", "8", "9"]
-DEMO_STRATEGIES = ("linear", "intermediate", "partial", "full", "scratch")
 # Digits are glyphs: a mirrored 5 is not a 5, and a crop that keeps half the image can cut
 # the stroke that tells a 3 from an 8. Photos keep the engine's defaults.
 GLYPH_AUGMENTATION = {"flip": False, "crop_scale": 0.8}
@@ -37,7 +37,7 @@ def run_demo(out_dir: str | Path = "tk-demo", *, backbone: Any = None, data: Any
              cache_dir: str | Path | None = None, device: str = "auto", progress: bool = True,
              log: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
     """Run the demo study into ``out_dir``; returns the headline numbers (also in ``demo.json``)."""
-    from .compare import compare, logged_to
+    from .compare import compare, default_size_strategies, logged_to
     from .data import filter_classes, load_dataset
 
     start = time.perf_counter()
@@ -67,7 +67,7 @@ def run_demo(out_dir: str | Path = "tk-demo", *, backbone: Any = None, data: Any
         backbone, data = source_dir, target
         title = "transferkit demo: a CNN pretrained on digits 0-4, transferred to digits 5-9"
         epochs = epochs or 15
-        augmentation = {name: dict(GLYPH_AUGMENTATION) for name in ("partial", "full", "scratch")}
+        augmentation = {name: dict(GLYPH_AUGMENTATION) for name in strategy_names(feature_store=False)}
     else:
         if backbone is None or data is None:
             from .errors import ConfigError
@@ -78,8 +78,8 @@ def run_demo(out_dir: str | Path = "tk-demo", *, backbone: Any = None, data: Any
         augmentation = {}
 
     log("comparing strategies on the target task")
-    result = compare(data, backbone, out / "compare", strategies=DEMO_STRATEGIES, epochs=epochs, sizes=sizes,
-                     size_strategies=("linear", "partial", "scratch"), seed=seed, device=device,
+    result = compare(data, backbone, out / "compare", epochs=epochs, sizes=sizes,
+                     size_strategies=[*default_size_strategies(), BASELINE], seed=seed, device=device,
                      cache_dir=cache, progress=progress, title=title, strategy_params=augmentation, log=log)
     headline.update(summarise(result))
     headline["seconds"] = round(time.perf_counter() - start, 1)
@@ -98,12 +98,12 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "best_strategy": best,
         "advisor": (result.get("advisor") or {}).get("strategy"),
     }
-    transferred = {n: a for n, a in acc.items() if n != "scratch"}
-    if "scratch" in acc and transferred:
+    transferred = {n: a for n, a in acc.items() if n != BASELINE}
+    if BASELINE in acc and transferred:
         best_transfer = max(transferred, key=transferred.get)
         summary["best_transfer"] = best_transfer
         # negative when training from scratch wins: said as such, never hidden
-        summary["transfer_gain_points"] = round(100 * (acc[best_transfer] - acc["scratch"]), 1)
+        summary["transfer_gain_points"] = round(100 * (acc[best_transfer] - acc[BASELINE]), 1)
     small = {name: curve.get("10") for name, curve in (result.get("data_size") or {}).items() if "10" in curve}
     if small:
         summary["at_10_per_class"] = small

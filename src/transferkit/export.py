@@ -1,7 +1,7 @@
 """Export a fitted model to ONNX or TorchScript, and check the export against PyTorch.
 
-The protocol: a ``FittedModel`` that can be exported implements ``to_module() -> nn.Module``,
-a module mapping float images in 0..255, shape (B, 3, H, W) at the backbone's input size, to
+The protocol: every ``FittedModel`` declares ``to_module() -> nn.Module``, a module mapping
+float images in 0..255, shape (B, 3, H, W) at the backbone's input size, to
 logits (B, C); normalisation lives inside it. ``NetworkModel`` returns its TransferNet;
 feature-based models (linear / intermediate / hidden) return the backbone truncated at their
 layer + pooling + standardisation + head. Softmax is left to the consumer.
@@ -55,9 +55,11 @@ def export_module(model: Any) -> nn.Module:
     """The fitted model as one fp32 module: float (B,3,H,W) in 0..255 -> logits."""
     to_module = getattr(model, "to_module", None)
     if to_module is None:
+        from .strategies import strategy_names
+
         raise ConfigError(
             f"{type(model).__name__} cannot be exported: it does not implement to_module(). "
-            "Export supports the strategies linear, intermediate, hidden, partial, full and scratch."
+            f"Export supports the models of every strategy ({', '.join(strategy_names())})."
         )
     return to_module().float().cpu().eval()
 

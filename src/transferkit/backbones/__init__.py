@@ -7,6 +7,7 @@
 from ._backbone import Backbone, CutPoint, Preprocessing, TransferNet, group_parameters
 from ._cards import CARD_FILENAME, Card, read_card
 from ._factory import CURATED_TIMM, available_backbones, load_backbone, save_backbone_dir
+from ._head import build_head
 from ._timm_extra import register_timm_extras
 from ._torchvision import TORCHVISION_ARCHS
 
@@ -25,6 +26,7 @@ __all__ = [
     "Preprocessing",
     "TransferNet",
     "available_backbones",
+    "build_head",
     "group_parameters",
     "load_backbone",
     "read_card",

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import BackboneError, ConfigError
+from ._head import build_head
 
 POOL = "pool"
 
@@ -107,22 +108,6 @@ def group_parameters(model: nn.Module, cut_modules: Sequence[tuple[str, str]],
             gi = next((k for k, e in enumerate(ends) if i <= e), len(ends))
             groups[gi][1].append(p)
     return groups
-
-
-def _make_head(in_features: int, num_classes: int, hidden: Sequence[int], dropout: float) -> nn.Module:
-    if len(hidden) == 0 and dropout == 0.0:
-        return nn.Linear(in_features, num_classes)
-    layers: list[nn.Module] = []
-    d = in_features
-    for h in hidden:
-        layers += [nn.Linear(d, h), nn.ReLU(inplace=False)]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        d = h
-    if not hidden and dropout > 0:
-        layers.append(nn.Dropout(dropout))
-    layers.append(nn.Linear(d, num_classes))
-    return nn.Sequential(*layers)
 
 
 class TransferNet(nn.Module):
@@ -360,7 +345,7 @@ class Backbone:
             body.set_submodule(self.classifier_name, nn.Identity())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            head = _make_head(self.num_features, num_classes, hidden, float(dropout))
+            head = build_head(self.num_features, num_classes, hidden, float(dropout))
         head.to(self.device)
         net = TransferNet(body, head, self.preprocessing, self._group_spec, num_features=self.num_features,
                           arch=self.arch, family=self.family, model_kwargs=self.model_kwargs,

@@ -289,12 +289,11 @@ def crossover(curve_probe: Mapping[Any, float], curve_finetune: Mapping[Any, flo
     return None
 
 
-PROBE_STRATEGIES = ("linear", "intermediate", "hidden")
-FINETUNE_STRATEGIES = ("partial", "full")
-
-
 def pick_pair(data_size: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The probe and fine-tune strategies of a data-size result to compare (first present of each)."""
-    probe = next((s for s in PROBE_STRATEGIES if s in data_size), None)
-    fine = next((s for s in FINETUNE_STRATEGIES if s in data_size), None)
+    """The probe and fine-tune strategies of a data-size result to compare (first present of each,
+    in registry order: a feature-store strategy, and a network strategy that starts pretrained)."""
+    from ..strategies import strategy_names
+
+    probe = next((s for s in strategy_names(feature_store=True) if s in data_size), None)
+    fine = next((s for s in strategy_names(feature_store=False, pretrained=True) if s in data_size), None)
     return probe, fine

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
@@ -66,6 +67,7 @@ class FitContext:
         return self.dataset.subset(self.monitor_idx)
 
 
+# A saved model is a directory with these two files (every strategy; run_dir/model/).
 MODEL_CONFIG = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 
@@ -87,10 +89,17 @@ def read_model_files(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 class FittedModel(ABC):
-    """A trained classifier: backbone part (frozen or fine-tuned) plus head."""
+    """A trained classifier: backbone part (frozen or fine-tuned) plus head.
+
+    Everything callers use is declared here: the API predicts and saves through it, ``export``
+    turns ``to_module()`` into ONNX / TorchScript, and reports read ``info``.
+    """
 
     strategy: str
     classes: list[str]
+    backbone: Backbone
+    # What the fit measured and chose (C, layer profile, epochs run, head init...): JSON-able.
+    info: dict[str, Any]
 
     @abstractmethod
     def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -100,19 +109,48 @@ class FittedModel(ABC):
     def save(self, directory: Path) -> None:
         """Write the model's weights (safetensors) and config (JSON) into ``directory``."""
 
+    @abstractmethod
+    def to_module(self) -> torch.nn.Module:
+        """One module, float images 0..255 (B, 3, H, W) -> logits (B, C), normalisation inside (export)."""
+
     def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         return self.predict_proba(images, batch_size=batch_size).argmax(axis=1)
 
 
 class Strategy(ABC):
+    """What a strategy declares about itself; everything else in transferkit reads it from here.
+
+    The advisor, ``compare``, the demo, the report and the CLI's help take names, cases,
+    descriptions and defaults from these attributes (through the registry in ``__init__``),
+    never from copies of their own.
+    """
+
     name: ClassVar[str]
     description: ClassVar[str]
+    # The classic case it answers, as the four-case table says it ("small & similar" ...).
+    case: ClassVar[str]
     uses_feature_store: ClassVar[bool]
-    # Names of the parameters this strategy reads from FitContext.params, with defaults.
+    # False only for the baseline that transfer is measured against (random initialisation).
+    pretrained: ClassVar[bool] = True
+    # Part of `compare`'s default sweep (hidden is opt-in: it rarely differs from linear).
+    compared_by_default: ClassVar[bool] = True
+    # The parameters this strategy reads from FitContext.params, with their defaults.
     defaults: ClassVar[dict[str, Any]] = {}
 
     @abstractmethod
     def fit(self, ctx: FitContext) -> FittedModel: ...
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any], source: str) -> None:
+        """Raise a ConfigError when ``params`` names a parameter this strategy does not declare."""
+        from ..errors import ConfigError
+
+        unknown = sorted(set(params) - set(cls.defaults))
+        if unknown:
+            raise ConfigError(
+                f"{source} set {unknown} for strategy {cls.name!r}, which declares only "
+                f"{sorted(cls.defaults)}."
+            )
 
     @classmethod
     @abstractmethod

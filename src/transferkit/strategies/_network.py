@@ -1,19 +1,10 @@
-"""Strategies that train (part of) the network end to end, plus ``hidden`` on frozen features.
+"""Network fine-tuning: the shared code of ``partial``, ``full`` and ``scratch``.
 
-- ``partial`` (larger & similar data): pretrained init; the stem and the first ``freeze_stages``
-  stages (or everything up to ``freeze_until``) frozen; every BatchNorm keeps its running
-  statistics (``bn_policy="eval"``); later stages trained at ``lr * body_lr_ratio``, the head at ``lr``.
-- ``full`` (larger & different data): pretrained init; the head first (``head_init="probe"``:
-  the linear probe solved exactly on stored features, then optional ``head_epochs`` of head-only
-  training), then every layer, body at ``lr * body_lr_ratio``.
-- ``scratch`` (the baseline transfer is measured against): the same architecture from random
-  init (``load_backbone(spec, pretrained=False, seed=ctx.seed)``), every layer at one, higher lr.
-- ``hidden``: the whole network frozen; new hidden FC layers + output trained on the stored
-  pooled features (``strategies.mlp_head``), so it costs one forward pass over the data.
-
-The network strategies train with ``transferkit.engine.fit_network`` on images decoded once
-at the backbone's input size; their fitted model (``NetworkModel``) saves the whole
-TransferNet as ``model.safetensors`` + ``model.json``.
+They train with ``transferkit.engine.fit_network`` on images decoded once at the backbone's
+input size; the pretrained ones start their new head at the linear probe's solution; their
+fitted model (``NetworkModel``) saves the whole TransferNet as ``model.safetensors`` +
+``model.json``. ``NETWORK_DEFAULTS`` are the training settings they share; each strategy's own
+module overrides what makes it that strategy.
 """
 
 from __future__ import annotations
@@ -34,8 +25,6 @@ from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, Strategy
 if TYPE_CHECKING:
     from ..backbones import Backbone
 
-CONFIG_NAME = MODEL_CONFIG
-WEIGHTS_NAME = MODEL_WEIGHTS
 PRECISION_ALIASES = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
@@ -77,11 +66,11 @@ class NetworkModel(FittedModel):
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.net.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_NAME, suffix=".safetensors") as tmp:
+        with atomic_path(directory / MODEL_WEIGHTS, suffix=".safetensors") as tmp:
             save_file(state, str(tmp))
         card = self.backbone.card()
         atomic_write_json(
-            directory / CONFIG_NAME,
+            directory / MODEL_CONFIG,
             {
                 "kind": "network",
                 "strategy": self.strategy,
@@ -113,7 +102,7 @@ class NetworkModel(FittedModel):
         config, tensors = read_model_files(directory)
         if config.get("kind") != "network":
             raise StoreError(
-                f"{directory / CONFIG_NAME} does not describe a network model (kind "
+                f"{directory / MODEL_CONFIG} does not describe a network model (kind "
                 f"{config.get('kind')!r}); load it with the strategy that wrote it."
             )
         arch = config["backbone"].get("architecture")
@@ -126,7 +115,7 @@ class NetworkModel(FittedModel):
         try:
             net.load_state_dict(tensors)
         except RuntimeError as exc:
-            raise StoreError(f"The weights in {directory / WEIGHTS_NAME} do not fit the network: {exc}") from exc
+            raise StoreError(f"The weights in {directory / MODEL_WEIGHTS} do not fit the network: {exc}") from exc
         return cls(
             net=net,
             backbone=backbone,
@@ -141,7 +130,7 @@ class NetworkModel(FittedModel):
 # ------------------------------------------------------------------------------------------------
 # shared fitting code of the network strategies
 # ------------------------------------------------------------------------------------------------
-_COMMON: dict[str, Any] = {
+NETWORK_DEFAULTS: dict[str, Any] = {
     "epochs": 10,
     "batch_size": 32,
     "optimizer": "adamw",
@@ -259,8 +248,7 @@ def init_head_from_probe(net: nn.Module, ctx: FitContext, backbone: Backbone) ->
     head's weights. Fine-tuning then starts from the probe's accuracy instead of chance, and the
     body's features are not distorted by gradients from a random head in the first steps.
     """
-    from .feature_model import standardiser
-    from .linear import fit_logistic, stored_features
+    from ._probe import fit_logistic, standardiser, stored_features
 
     feats = stored_features(ctx, ["pool"]).features["pool"]
     x, y = feats[ctx.train_idx], ctx.dataset.labels[ctx.train_idx]
@@ -277,89 +265,11 @@ def init_head_from_probe(net: nn.Module, ctx: FitContext, backbone: Backbone) ->
     return {"kind": "linear probe on stored pool features", "C": info["C"], "cv_accuracy": info["cv_accuracy"]}
 
 
-class _NetworkStrategy(Strategy):
+class NetworkStrategy(Strategy):
+    """Base of the strategies that train (part of) the network end to end on decoded images."""
+
     uses_feature_store: ClassVar[bool] = False
 
     @classmethod
     def load(cls, directory: Path, backbone: Backbone) -> NetworkModel:
         return NetworkModel.load(directory, backbone)
-
-
-class PartialStrategy(_NetworkStrategy):
-    name: ClassVar[str] = "partial"
-    description: ClassVar[str] = (
-        "Pretrained network; early stages frozen (BatchNorm statistics fixed), later "
-        "stages fine-tuned at a fraction of the head's learning rate."
-    )
-    defaults: ClassVar[dict[str, Any]] = {**_COMMON, "freeze_stages": 2, "freeze_until": None, "head_init": "probe"}
-
-    def fit(self, ctx: FitContext) -> NetworkModel:
-        config = train_config(ctx.params, ctx, head_epochs=0)
-        return fit_network_strategy(self.name, ctx, ctx.backbone, config, pretrained_body=True)
-
-
-class FullStrategy(_NetworkStrategy):
-    name: ClassVar[str] = "full"
-    description: ClassVar[str] = (
-        "Pretrained network; head trained alone first (body frozen), then every layer "
-        "fine-tuned, the body at a fraction of the head's learning rate."
-    )
-    # The head starts at the exact linear-probe solution (head_init="probe"), which is the
-    # "head first" phase done in closed form; head_epochs > 0 adds SGD epochs on the head alone.
-    defaults: ClassVar[dict[str, Any]] = {**_COMMON, "head_epochs": 0, "head_init": "probe"}
-
-    def fit(self, ctx: FitContext) -> NetworkModel:
-        config = train_config(ctx.params, ctx, freeze_stages=0, freeze_until=None)
-        return fit_network_strategy(self.name, ctx, ctx.backbone, config, pretrained_body=True)
-
-
-class ScratchStrategy(_NetworkStrategy):
-    name: ClassVar[str] = "scratch"
-    description: ClassVar[str] = (
-        "Same architecture from random initialisation, every layer trained at one "
-        "learning rate: the baseline that transfer is measured against."
-    )
-    defaults: ClassVar[dict[str, Any]] = {**_COMMON, "lr": 3e-3, "body_lr_ratio": 1.0, "bn_policy": "train"}
-
-    def fit(self, ctx: FitContext) -> NetworkModel:
-        from ..backbones import load_backbone
-
-        # A random-init copy of the same architecture, seeded by ctx.seed: the card's preprocessing
-        # and model kwargs are kept, its weights are not loaded.
-        random_bb = load_backbone(ctx.backbone.spec, pretrained=False, seed=ctx.seed)
-        config = train_config(ctx.params, ctx, freeze_stages=0, freeze_until=None, head_epochs=0)
-        model = fit_network_strategy(self.name, ctx, random_bb, config, pretrained_body=False)
-        model.info["init"] = f"random, seed {ctx.seed}"
-        return model
-
-    @classmethod
-    def load(cls, directory: Path, backbone: Backbone) -> NetworkModel:
-        return NetworkModel.load(directory, backbone)
-
-
-class HiddenStrategy(Strategy):
-    name: ClassVar[str] = "hidden"
-    description: ClassVar[str] = (
-        "Whole network frozen; new hidden fully connected layers and output trained on the stored pooled features."
-    )
-    uses_feature_store: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = {"hidden": (512,), "dropout": 0.5, "epochs": 100, "lr": 1e-3}
-
-    def fit(self, ctx: FitContext):
-        from .linear import fit_feature_model
-
-        hidden = tuple(int(h) for h in (ctx.params.get("hidden") or (512,)))
-        if not hidden:
-            raise ConfigError(
-                "The 'hidden' parameter of strategy 'hidden' must name at least one layer width, "
-                "e.g. (512,). For no hidden layer use strategy 'linear'."
-            )
-        return fit_feature_model(
-            self.name, ctx, layer="pool", pool="avg", hidden=hidden, dropout=float(ctx.params.get("dropout", 0.5))
-        )
-
-    @classmethod
-    def load(cls, directory: Path, backbone: Backbone):
-        from .feature_model import FeatureModel
-
-        return FeatureModel.load(directory, backbone)

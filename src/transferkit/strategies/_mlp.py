@@ -1,7 +1,7 @@
 """A small MLP head trained on (standardised) stored features: AdamW, mini-batches, early stopping.
 
 Shared by ``hidden`` (pooled final features) and ``intermediate --hidden 512,256`` (an earlier
-layer). The network is ``feature_model.build_head`` so ``FeatureModel.load`` rebuilds it exactly.
+layer). The network is ``backbones.build_head`` so ``FeatureModel.load`` rebuilds it exactly.
 Deterministic: one ``torch.Generator`` seeded with ``seed`` drives initialisation, shuffling and
 dropout, so the same inputs and seed give the same head.
 """
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones import build_head
 from ..errors import ConfigError
 
 
@@ -44,8 +45,6 @@ def train_mlp_head(
     cosine decay to 0 over ``epochs``. History rows: epoch, train_loss, train_acc, val_loss,
     val_acc, lr, seconds.
     """
-    from .feature_model import build_head
-
     X_train = np.asarray(X_train, dtype=np.float32)
     y_train = np.asarray(y_train, dtype=np.int64)
     if X_train.ndim != 2 or len(X_train) != len(y_train) or len(X_train) == 0:

@@ -1,0 +1,40 @@
+"""``hidden`` — hidden fully connected layers on a frozen network.
+
+The whole network is frozen; new hidden layers and an output layer are trained on the stored
+pooled features (``_mlp.train_mlp_head``), so it costs one forward pass over the data. A
+nonlinear head helps when the classes cluster in the CNN codes without being linearly separable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import ConfigError
+from ._probe import FeatureModel, fit_feature_model
+from .base import FitContext, Strategy
+
+
+class HiddenStrategy(Strategy):
+    name: ClassVar[str] = "hidden"
+    description: ClassVar[str] = (
+        "Whole network frozen; new hidden fully connected layers and output trained on the stored pooled features."
+    )
+    case: ClassVar[str] = "small, classes not linearly separable in the codes"
+    uses_feature_store: ClassVar[bool] = True
+    compared_by_default: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {"hidden": (512,), "dropout": 0.5, "epochs": 100, "lr": 1e-3}
+
+    def fit(self, ctx: FitContext) -> FeatureModel:
+        hidden = tuple(int(h) for h in (ctx.params.get("hidden") or self.defaults["hidden"]))
+        if not hidden:
+            raise ConfigError(
+                "The 'hidden' parameter of strategy 'hidden' must name at least one layer width, "
+                "e.g. (512,). For no hidden layer use strategy 'linear'."
+            )
+        return fit_feature_model(self.name, ctx, layer="pool", pool="avg", hidden=hidden,
+                                 dropout=float(ctx.params.get("dropout", self.defaults["dropout"])))
+
+    @classmethod
+    def load(cls, directory: Path, backbone) -> FeatureModel:
+        return FeatureModel.load(directory, backbone)

@@ -1,0 +1,42 @@
+"""``intermediate`` — small data unlike the source: a classifier on an earlier layer.
+
+The network is cut at a named cut point (``layer="stage3"``) whose pooled activations are less
+specific to the source task than the final codes; the classifier is the linear probe, or an MLP
+when ``hidden`` widths are given. With no layer given, the cut point whose probe has the best
+cross-validated accuracy on the training images is used (every cut point but the stem).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ._probe import FeatureModel, best_layer_by_cv, fit_feature_model
+from .base import FitContext, Strategy
+
+
+class IntermediateStrategy(Strategy):
+    name: ClassVar[str] = "intermediate"
+    description: ClassVar[str] = ("Network cut at an earlier layer; classifier (optionally hidden FC layers) "
+                                  "on that layer's pooled activations.")
+    case: ClassVar[str] = "small & different"
+    uses_feature_store: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {"layer": None, "pool": "avg", "hidden": (), "dropout": 0.2}
+
+    def fit(self, ctx: FitContext) -> FeatureModel:
+        layer = ctx.params.get("layer")
+        pool = ctx.params.get("pool", "avg")
+        profile: dict[str, float] | None = None
+        if layer is None:
+            layer, profile = best_layer_by_cv(ctx, pool)
+        model = fit_feature_model(self.name, ctx, layer=layer, pool=pool,
+                                  hidden=tuple(ctx.params.get("hidden") or ()),
+                                  dropout=float(ctx.params.get("dropout", 0.2)))
+        if profile is not None:
+            model.info["layer_profile_cv_accuracy"] = profile
+            model.info["layer_chosen_by"] = "best cross-validated probe accuracy on the training data"
+        return model
+
+    @classmethod
+    def load(cls, directory: Path, backbone) -> FeatureModel:
+        return FeatureModel.load(directory, backbone)

@@ -1,0 +1,28 @@
+"""``partial`` — larger data similar to the source: fine-tune all but the first k stages.
+
+Pretrained initialisation; the stem and the first ``freeze_stages`` stages (or everything up to
+``freeze_until``) stay frozen; every BatchNorm keeps its running statistics (``bn_policy="eval"``);
+the later stages train at ``lr * body_lr_ratio``, the head (started at the linear probe) at ``lr``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ._network import NETWORK_DEFAULTS, NetworkModel, NetworkStrategy, fit_network_strategy, train_config
+from .base import FitContext
+
+
+class PartialStrategy(NetworkStrategy):
+    name: ClassVar[str] = "partial"
+    description: ClassVar[str] = (
+        "Pretrained network; early stages frozen (BatchNorm statistics fixed), later "
+        "stages fine-tuned at a fraction of the head's learning rate."
+    )
+    case: ClassVar[str] = "large & similar"
+    defaults: ClassVar[dict[str, Any]] = {**NETWORK_DEFAULTS, "freeze_stages": 2, "freeze_until": None,
+                                          "head_init": "probe"}
+
+    def fit(self, ctx: FitContext) -> NetworkModel:
+        config = train_config(ctx.params, ctx, head_epochs=0)
+        return fit_network_strategy(self.name, ctx, ctx.backbone, config, pretrained_body=True)
