@@ -99,8 +99,8 @@ def test_knn_and_probe_accuracy():
 
 # ------------------------------------------------------------------------------ similarity
 
-from transferkit.advisor import rules as rules_mod  # noqa: E402
 from transferkit.advisor import plan as plan_mod  # noqa: E402
+from transferkit.advisor import rules as rules_mod  # noqa: E402
 from transferkit.advisor import similarity as sim  # noqa: E402
 from transferkit.advisor import size as size_mod  # noqa: E402
 from transferkit.strategies import strategy_defaults, strategy_names  # noqa: E402
