@@ -4,13 +4,13 @@ They train with ``transferkit.engine.fit_network`` on images decoded once at the
 input size; the pretrained ones start their new head at the linear probe's solution; their
 fitted model (``NetworkModel``) saves the whole TransferNet as ``model.safetensors`` +
 ``model.json``. ``NETWORK_DEFAULTS`` are the training settings they share; each strategy's own
-module overrides what makes it that strategy.
+module overrides what makes it that strategy (``base.NETWORK_DEFAULTS``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from torch import nn
 from ..engine import ArrayData, Checkpointer, TrainConfig, TrainResult, fit_network, predict_logits
 from ..errors import ConfigError, DataError, StoreError
 from ..io import atomic_path, atomic_write_json
-from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, Strategy, read_model_files
+from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, read_model_files
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
@@ -130,25 +130,6 @@ class NetworkModel(FittedModel):
 # ------------------------------------------------------------------------------------------------
 # shared fitting code of the network strategies
 # ------------------------------------------------------------------------------------------------
-NETWORK_DEFAULTS: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 32,
-    "optimizer": "adamw",
-    "lr": 1e-3,
-    "body_lr_ratio": 0.1,
-    "weight_decay": 0.01,
-    "warmup_epochs": 0.0,
-    "label_smoothing": 0.0,
-    "augment": True,
-    "flip": True,
-    "grad_accum": 1,
-    "early_stopping_patience": None,
-    "bn_policy": "eval",
-    "hidden": (),
-    "dropout": 0.0,
-}
-
-
 def decoded_images(ctx: FitContext, backbone: Backbone) -> np.ndarray:
     """The whole dataset as uint8 (N,3,H,W) at the backbone's input size, decoded once (cached)."""
     pre = backbone.preprocessing
@@ -263,13 +244,3 @@ def init_head_from_probe(net: nn.Module, ctx: FitContext, backbone: Backbone) ->
         net.head.weight.copy_(weight.to(net.head.weight))
         net.head.bias.copy_(bias.to(net.head.bias))
     return {"kind": "linear probe on stored pool features", "C": info["C"], "cv_accuracy": info["cv_accuracy"]}
-
-
-class NetworkStrategy(Strategy):
-    """Base of the strategies that train (part of) the network end to end on decoded images."""
-
-    uses_feature_store: ClassVar[bool] = False
-
-    @classmethod
-    def load(cls, directory: Path, backbone: Backbone) -> NetworkModel:
-        return NetworkModel.load(directory, backbone)

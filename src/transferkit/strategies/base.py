@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
+    import torch
+
     from ..backbones import Backbone
     from ..data import ImageDataset
 
@@ -156,3 +157,50 @@ class Strategy(ABC):
     @abstractmethod
     def load(cls, directory: Path, backbone: Backbone) -> FittedModel:
         """Rebuild the fitted model saved by ``FittedModel.save`` in ``directory``."""
+
+
+# The training settings the network strategies share (the engine's TrainConfig fields); each
+# strategy's module overrides what makes it that strategy.
+NETWORK_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 32,
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "body_lr_ratio": 0.1,
+    "weight_decay": 0.01,
+    "warmup_epochs": 0.0,
+    "label_smoothing": 0.0,
+    "augment": True,
+    "flip": True,
+    "grad_accum": 1,
+    "early_stopping_patience": None,
+    "bn_policy": "eval",
+    "hidden": (),
+    "dropout": 0.0,
+}
+
+
+# The two families. Their fitted-model code (and its imports: the engine, scikit-learn) loads only
+# when a strategy is fitted or loaded, so reading the registry's declarations stays cheap.
+class FeatureStoreStrategy(Strategy):
+    """Base of the strategies that keep the network frozen and train on the feature store."""
+
+    uses_feature_store: ClassVar[bool] = True
+
+    @classmethod
+    def load(cls, directory: Path, backbone: Backbone) -> FittedModel:
+        from ._probe import FeatureModel
+
+        return FeatureModel.load(directory, backbone)
+
+
+class NetworkStrategy(Strategy):
+    """Base of the strategies that train (part of) the network end to end on decoded images."""
+
+    uses_feature_store: ClassVar[bool] = False
+
+    @classmethod
+    def load(cls, directory: Path, backbone: Backbone) -> FittedModel:
+        from ._network import NetworkModel
+
+        return NetworkModel.load(directory, backbone)

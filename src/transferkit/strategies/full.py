@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ._network import NETWORK_DEFAULTS, NetworkModel, NetworkStrategy, fit_network_strategy, train_config
-from .base import FitContext
+from .base import NETWORK_DEFAULTS, FitContext, FittedModel, NetworkStrategy
 
 
 class FullStrategy(NetworkStrategy):
@@ -22,6 +21,8 @@ class FullStrategy(NetworkStrategy):
     case: ClassVar[str] = "large & different (pretrained initialisation)"
     defaults: ClassVar[dict[str, Any]] = {**NETWORK_DEFAULTS, "head_epochs": 0, "head_init": "probe"}
 
-    def fit(self, ctx: FitContext) -> NetworkModel:
+    def fit(self, ctx: FitContext) -> FittedModel:
+        from ._network import fit_network_strategy, train_config
+
         config = train_config(ctx.params, ctx, freeze_stages=0, freeze_until=None)
         return fit_network_strategy(self.name, ctx, ctx.backbone, config, pretrained_body=True)

@@ -7,25 +7,24 @@ nonlinear head helps when the classes cluster in the CNN codes without being lin
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
-from ._probe import FeatureModel, fit_feature_model
-from .base import FitContext, Strategy
+from .base import FeatureStoreStrategy, FitContext, FittedModel
 
 
-class HiddenStrategy(Strategy):
+class HiddenStrategy(FeatureStoreStrategy):
     name: ClassVar[str] = "hidden"
     description: ClassVar[str] = (
         "Whole network frozen; new hidden fully connected layers and output trained on the stored pooled features."
     )
     case: ClassVar[str] = "small, classes not linearly separable in the codes"
-    uses_feature_store: ClassVar[bool] = True
     compared_by_default: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {"hidden": (512,), "dropout": 0.5, "epochs": 100, "lr": 1e-3}
 
-    def fit(self, ctx: FitContext) -> FeatureModel:
+    def fit(self, ctx: FitContext) -> FittedModel:
+        from ._probe import fit_feature_model
+
         hidden = tuple(int(h) for h in (ctx.params.get("hidden") or self.defaults["hidden"]))
         if not hidden:
             raise ConfigError(
@@ -34,7 +33,3 @@ class HiddenStrategy(Strategy):
             )
         return fit_feature_model(self.name, ctx, layer="pool", pool="avg", hidden=hidden,
                                  dropout=float(ctx.params.get("dropout", self.defaults["dropout"])))
-
-    @classmethod
-    def load(cls, directory: Path, backbone) -> FeatureModel:
-        return FeatureModel.load(directory, backbone)

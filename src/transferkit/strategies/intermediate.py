@@ -8,22 +8,21 @@ cross-validated accuracy on the training images is used (every cut point but the
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
-from ._probe import FeatureModel, best_layer_by_cv, fit_feature_model
-from .base import FitContext, Strategy
+from .base import FeatureStoreStrategy, FitContext, FittedModel
 
 
-class IntermediateStrategy(Strategy):
+class IntermediateStrategy(FeatureStoreStrategy):
     name: ClassVar[str] = "intermediate"
     description: ClassVar[str] = ("Network cut at an earlier layer; classifier (optionally hidden FC layers) "
                                   "on that layer's pooled activations.")
     case: ClassVar[str] = "small & different"
-    uses_feature_store: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {"layer": None, "pool": "avg", "hidden": (), "dropout": 0.2}
 
-    def fit(self, ctx: FitContext) -> FeatureModel:
+    def fit(self, ctx: FitContext) -> FittedModel:
+        from ._probe import best_layer_by_cv, fit_feature_model
+
         layer = ctx.params.get("layer")
         pool = ctx.params.get("pool", "avg")
         profile: dict[str, float] | None = None
@@ -36,7 +35,3 @@ class IntermediateStrategy(Strategy):
             model.info["layer_profile_cv_accuracy"] = profile
             model.info["layer_chosen_by"] = "best cross-validated probe accuracy on the training data"
         return model
-
-    @classmethod
-    def load(cls, directory: Path, backbone) -> FeatureModel:
-        return FeatureModel.load(directory, backbone)

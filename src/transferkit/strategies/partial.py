@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ._network import NETWORK_DEFAULTS, NetworkModel, NetworkStrategy, fit_network_strategy, train_config
-from .base import FitContext
+from .base import NETWORK_DEFAULTS, FitContext, FittedModel, NetworkStrategy
 
 
 class PartialStrategy(NetworkStrategy):
@@ -23,6 +22,8 @@ class PartialStrategy(NetworkStrategy):
     defaults: ClassVar[dict[str, Any]] = {**NETWORK_DEFAULTS, "freeze_stages": 2, "freeze_until": None,
                                           "head_init": "probe"}
 
-    def fit(self, ctx: FitContext) -> NetworkModel:
+    def fit(self, ctx: FitContext) -> FittedModel:
+        from ._network import fit_network_strategy, train_config
+
         config = train_config(ctx.params, ctx, head_epochs=0)
         return fit_network_strategy(self.name, ctx, ctx.backbone, config, pretrained_body=True)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ._network import NETWORK_DEFAULTS, NetworkModel, NetworkStrategy, fit_network_strategy, train_config
-from .base import FitContext
+from .base import NETWORK_DEFAULTS, FitContext, FittedModel, NetworkStrategy
 
 
 class ScratchStrategy(NetworkStrategy):
@@ -23,8 +22,9 @@ class ScratchStrategy(NetworkStrategy):
     pretrained: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {**NETWORK_DEFAULTS, "lr": 3e-3, "body_lr_ratio": 1.0, "bn_policy": "train"}
 
-    def fit(self, ctx: FitContext) -> NetworkModel:
+    def fit(self, ctx: FitContext) -> FittedModel:
         from ..backbones import load_backbone
+        from ._network import fit_network_strategy, train_config
 
         random_bb = load_backbone(ctx.backbone.spec, pretrained=False, seed=ctx.seed)
         config = train_config(ctx.params, ctx, freeze_stages=0, freeze_until=None, head_epochs=0)
