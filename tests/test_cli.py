@@ -81,3 +81,11 @@ def test_backbones_lists_cards_and_torchvision(tiny_card):
     assert result.exit_code == 0, result.output
     names = {row["name"] for row in json.loads(result.stdout)}
     assert {"alexnet", "googlenet", "resnet18"} <= names
+
+
+def test_strategy_help_lists_the_registry():
+    from transferkit.strategies import strategy_names
+
+    result = runner.invoke(app, ["fit", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert ", ".join(strategy_names()) + " or auto." in result.output

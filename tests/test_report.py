@@ -172,6 +172,21 @@ def test_plots_accept_other_layouts(tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
+def test_strategy_colours_and_roles_follow_the_registry():
+    from transferkit.report.roles import BASELINE, finetune_strategies, pick_pair, probe_strategies
+    from transferkit.strategies import strategy_names
+
+    names = strategy_names()
+    assert list(plots.STRATEGY_COLORS) == names  # a registered strategy always has a colour
+    assert len(set(plots.STRATEGY_COLORS.values())) == len(names)
+    assert plots.strategy_color("not-registered", ["not-registered"]) not in plots.STRATEGY_COLORS.values()
+    probes, fines = probe_strategies(), finetune_strategies()
+    assert BASELINE in names and BASELINE not in probes + fines
+    assert sorted((*probes, *fines, BASELINE)) == sorted(names)
+    assert [n for n in names if n in probes + fines] == [*probes, *fines]  # registry order
+    assert pick_pair({"full": {}, "linear": {}, "hidden": {}}) == ("linear", "full")
+
+
 # ------------------------------------------------------------------ report.html
 
 

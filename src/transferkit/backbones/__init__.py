@@ -4,10 +4,12 @@
 ``transferkit pretrain``, or torchvision's ``alexnet`` / ``googlenet``.
 """
 
+from ._available import CURATED_TIMM, available_backbones
 from ._backbone import Backbone, CutPoint, Preprocessing, TransferNet, group_parameters
 from ._cards import CARD_FILENAME, Card, read_card
-from ._factory import CURATED_TIMM, available_backbones, load_backbone, save_backbone_dir
+from ._factory import load_backbone
 from ._head import build_head
+from ._saving import save_backbone_dir
 from ._timm_extra import register_timm_extras
 from ._torchvision import TORCHVISION_ARCHS
 

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigError
+from .roles import BASELINE
 
 DEFINITIONS: dict[str, str] = {
     "start": (
@@ -65,7 +66,7 @@ def _curve(history: Sequence[Mapping[str, Any]], metric: str, fallback: str | No
 
     def values(key: str) -> list[float]:
         rows = sorted(
-            (row for row in history if _finite(row.get(key))),
+            (row for row in history if is_finite(row.get(key))),
             key=lambda row: row.get("epoch", 0),
         )
         return [float(row[key]) for row in rows]
@@ -80,7 +81,7 @@ def _curve(history: Sequence[Mapping[str, Any]], metric: str, fallback: str | No
     return [], metric
 
 
-def _finite(value: Any) -> bool:
+def is_finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -165,7 +166,7 @@ def _sentence(name: str, row: dict[str, Any], baseline: str, has_baseline: bool)
 
 def transfer_benefit(
     histories: Mapping[str, Sequence[Mapping[str, Any]]],
-    baseline: str = "scratch",
+    baseline: str = BASELINE,
     first_epochs: int = 3,
     metric: str = "monitor_acc",
     *,
@@ -243,7 +244,7 @@ def transfer_benefit(
     }
 
 
-def _int_keys(curve: Mapping[Any, Any]) -> dict[int, float]:
+def int_keys(curve: Mapping[Any, Any]) -> dict[int, float]:
     """``{n: acc}`` with int keys (JSON turns them into strings); non-numeric keys are dropped."""
     out: dict[int, float] = {}
     for key, value in curve.items():
@@ -251,7 +252,7 @@ def _int_keys(curve: Mapping[Any, Any]) -> dict[int, float]:
             n = int(key)
         except (TypeError, ValueError):
             continue
-        if n > 0 and _finite(value):
+        if n > 0 and is_finite(value):
             out[n] = float(value)
     return out
 
@@ -271,8 +272,8 @@ def crossover(curve_probe: Mapping[Any, float], curve_finetune: Mapping[Any, flo
       returned (at least ``n1 + 1`` when ``d(n1) < 0``, at most ``n2``);
     - ``None`` when the fine-tune curve never rises above the probe (or fewer than one common size).
     """
-    probe = _int_keys(curve_probe)
-    fine = _int_keys(curve_finetune)
+    probe = int_keys(curve_probe)
+    fine = int_keys(curve_finetune)
     sizes = sorted(set(probe) & set(fine))
     if not sizes:
         return None
@@ -287,13 +288,3 @@ def crossover(curve_probe: Mapping[Any, float], curve_finetune: Mapping[Any, flo
             lo = n1 + 1 if d1 < 0 else n1
             return int(min(n2, max(lo, round(n_star))))
     return None
-
-
-def pick_pair(data_size: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The probe and fine-tune strategies of a data-size result to compare (first present of each,
-    in registry order: a feature-store strategy, and a network strategy that starts pretrained)."""
-    from ..strategies import strategy_names
-
-    probe = next((s for s in strategy_names(feature_store=True) if s in data_size), None)
-    fine = next((s for s in strategy_names(feature_store=False, pretrained=True) if s in data_size), None)
-    return probe, fine

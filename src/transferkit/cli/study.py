@@ -1,0 +1,178 @@
+"""Commands that run a whole study: ``compare`` (every strategy, one budget), ``pretrain`` (make a
+source model) and ``demo`` (both, offline, on digits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ..compare import DEFAULT_SIZES, default_size_strategies, default_strategies
+from ..compare import compare as run_compare
+from .common import (
+    BackboneOpt,
+    CacheOpt,
+    DataArg,
+    DeviceOpt,
+    JsonOpt,
+    OutsideOpt,
+    PrecisionOpt,
+    QuietOpt,
+    WeightsOpt,
+    backbone_arg,
+    csv_list,
+    err,
+    handle_errors,
+    out,
+    print_json,
+)
+
+# compare's own defaults (from the strategy registry), so the command line and the Python API
+# run the same study.
+DEFAULT_STRATEGIES = default_strategies()
+DEFAULT_SIZE_STRATEGIES = default_size_strategies()
+
+
+@handle_errors
+def compare(
+    data: DataArg,
+    backbone: BackboneOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for result.json, report.html, runs/.")],
+    weights: WeightsOpt = None,
+    allow_outside_weights: OutsideOpt = False,
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategies.")]
+    = ",".join(DEFAULT_STRATEGIES),
+    epochs: Annotated[int | None, typer.Option(help="Epoch budget for every trained strategy.")] = None,
+    sizes: Annotated[str, typer.Option(help="Images per class for the data-size curves ('' to skip).")]
+    = ",".join(map(str, DEFAULT_SIZES)),
+    size_strategies: Annotated[str, typer.Option(help="Strategies drawn in the data-size curves.")]
+    = ",".join(DEFAULT_SIZE_STRATEGIES),
+    advise_: Annotated[bool, typer.Option("--advise/--no-advise", help="Run the advisor too.")] = True,
+    seed: Annotated[int, typer.Option()] = 0,
+    precision: PrecisionOpt = "auto",
+    device: DeviceOpt = "auto",
+    cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every strategy under the same budget, split and seed; transfer benefit vs scratch; report.html."""
+    result = run_compare(data, backbone_arg(backbone, weights, allow_outside_weights), out_dir,
+                         strategies=csv_list(strategies),
+                         epochs=epochs, sizes=[int(v) for v in csv_list(sizes)],
+                         size_strategies=csv_list(size_strategies), advise=advise_, seed=seed, device=device,
+                         precision=precision, cache_dir=cache_dir, progress=not quiet,
+                         log=(lambda m: None) if quiet or as_json else (lambda m: err.print(f"[dim]{m}[/]")))
+    if as_json:
+        print_json(compact_result(result))
+        return
+    print_comparison(result)
+
+
+def compact_result(result: dict[str, Any]) -> dict[str, Any]:
+    """The comparison without per-epoch histories and per-class tables (those are in result.json)."""
+    return {
+        "report": result.get("report"), "best_strategy": result.get("best_strategy"),
+        "split": result.get("split"), "backbone": result.get("backbone"),
+        "strategies": {n: {"accuracy": s["metrics"].get("accuracy"),
+                           "balanced_accuracy": s["metrics"].get("balanced_accuracy"), "seconds": s.get("seconds")}
+                       for n, s in result.get("strategies", {}).items()},
+        "benefit": {n: {k: row.get(k) for k in ("start", "slope", "auc", "asymptote", "delta", "negative_transfer")}
+                    for n, row in (result.get("benefit") or {}).get("strategies", {}).items()},
+        "data_size": result.get("data_size"),
+        "advisor": {k: (result.get("advisor") or {}).get(k) for k in ("strategy", "layer", "frozen_stages")},
+    }
+
+
+def print_comparison(result: dict[str, Any]) -> None:
+    table = Table(title=f"held-out '{result['split']['scored']}' accuracy ({result['split']['n_scored']} images)")
+    for col in ("strategy", "accuracy", "balanced", "start", "slope/epoch", "asymptote", "train s"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    benefit = (result.get("benefit") or {}).get("strategies", {})
+
+    def fmt(v: Any) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    for name, s in result["strategies"].items():
+        b = benefit.get(name, {})
+        table.add_row(name, fmt(s["metrics"].get("accuracy")), fmt(s["metrics"].get("balanced_accuracy")),
+                      fmt(b.get("start")), fmt(b.get("slope")), fmt(b.get("asymptote")), f"{s.get('seconds', 0):.0f}")
+    out.print(table)
+    for b in benefit.values():
+        if b.get("summary"):
+            out.print(f"  {b['summary']}", highlight=False)
+    if result.get("advisor"):
+        out.print(f"advisor: {result['advisor'].get('strategy')} (layer {result['advisor'].get('layer')}, "
+                  f"frozen stages {result['advisor'].get('frozen_stages')})")
+    out.print(f"report: {result.get('report')}")
+
+
+@handle_errors
+def pretrain(
+    source: Annotated[str, typer.Argument(help="The data-rich source task (any dataset transferkit loads).")],
+    arch: Annotated[str, typer.Option(help="timm architecture, or tk_smallcnn for small images such as digits.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Backbone folder to write (card + weights).")],
+    epochs: Annotated[int, typer.Option()] = 10,
+    lr: Annotated[float, typer.Option()] = 3e-3,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    flip: Annotated[bool, typer.Option(help="Horizontal-flip augmentation (off for digits and text).")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted pretraining in --out.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Develop-model approach: train a source model on SOURCE; use --out as --backbone afterwards."""
+    from ..io import read_json
+    from ..pretrain import default_pretrain_config
+    from ..pretrain import pretrain as run_pretrain
+
+    config = default_pretrain_config(epochs=epochs, lr=lr, batch_size=batch_size, flip=flip, seed=seed)
+    run_pretrain(source, arch, out_dir, config, device=device, progress=not quiet, resume=resume)
+    metrics = read_json(out_dir / "pretrain_metrics.json")
+    metrics.pop("history", None)
+    if as_json:
+        print_json({"backbone_dir": str(out_dir), **metrics})
+        return
+    out.print(f"source model written to {out_dir}: {metrics['architecture']} on {metrics['source_dataset']}, "
+              f"held-out source accuracy {metrics['source_val_acc']:.4f} (best epoch {metrics['best_epoch']})")
+    out.print(f"use it with: transferkit fit TARGET --backbone {out_dir} --strategy partial --out RUN")
+
+
+@handle_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes its runs and report.")]
+    = Path("tk-demo"),
+    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="Your backbone (with --data).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Your dataset (with --backbone).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epoch budget per trained strategy.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The whole study offline: pretrain on digits 0-4, transfer to 5-9, advise, compare, report."""
+    from ..demo import run_demo
+
+    head = run_demo(out_dir, backbone=backbone, data=data, epochs=epochs, seed=seed, device=device,
+                    progress=not quiet,
+                    log=(lambda m: None) if quiet or as_json else (lambda m: err.print(f"[dim]{m}[/]")))
+    if as_json:
+        print_json(head)
+        return
+    if "source" in head:
+        src = head["source"]
+        out.print(f"source model: tk_smallcnn pretrained on {src['task']} ({src['n_images']} images), "
+                  f"held-out source accuracy {src['val_accuracy']:.3f}")
+    out.print(f"target: scored on {head['scored_on']}")
+    for name, acc in head["accuracy"].items():
+        out.print(f"  {name:<13} {acc:.3f}" + ("  <- best" if name == head["best_strategy"] else ""))
+    if "transfer_gain_points" in head:
+        out.print(f"best transferred strategy ({head['best_transfer']}) vs training from scratch: "
+                  f"{head['transfer_gain_points']:+.1f} points on all training images")
+    if head.get("at_10_per_class"):
+        out.print("with 10 training images per class: " +
+                  ", ".join(f"{k} {v:.3f}" for k, v in head["at_10_per_class"].items()))
+    out.print(f"advisor recommended: {head.get('advisor')}")
+    out.print(f"report: {head['report']}  ({head['seconds']:.0f} s)")

@@ -1,0 +1,126 @@
+"""What a result says, read from its dict: the best strategy, the headline, data-size curves,
+the similarity measurements in either of their forms and the crossover in words."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .benefit import crossover, int_keys, is_finite
+from .markup import fmt_number
+from .roles import BASELINE, pick_pair
+
+
+def accuracy_of(result: Mapping[str, Any], name: str) -> float | None:
+    acc = (result.get("strategies", {}).get(name) or {}).get("metrics", {}).get("accuracy")
+    return float(acc) if is_finite(acc) else None
+
+
+def best_strategy(result: Mapping[str, Any]) -> str | None:
+    """``result['best_strategy']`` when it names a strategy, else the one with the highest accuracy."""
+    strategies = result.get("strategies") or {}
+    named = result.get("best_strategy")
+    if named in strategies:
+        return named
+    scored = [(acc, name) for name in strategies if (acc := accuracy_of(result, name)) is not None]
+    return max(scored)[1] if scored else None
+
+
+def headline(result: Mapping[str, Any]) -> str | None:
+    """One sentence: the best strategy, where it was scored, and what transfer bought over scratch."""
+    best = best_strategy(result)
+    if best is None:
+        return None
+    acc = accuracy_of(result, best)
+    split = result.get("split") or {}
+    where = ""
+    if split.get("scored"):
+        where = f" on {split['scored']}"
+        if split.get("n_scored") is not None:
+            where += f" ({split['n_scored']} images)"
+    text = f"Best: {best} {fmt_number(acc, 2)}{where}"
+    scratch = accuracy_of(result, BASELINE)
+    if best == BASELINE:
+        others = [
+            (a, n) for n in result.get("strategies", {}) if n != BASELINE and (a := accuracy_of(result, n)) is not None
+        ]
+        if others:
+            a, n = max(others)
+            return (
+                text + f" — transfer did not help: the best pretrained strategy, {n}, scored {fmt_number(a, 2)} "
+                f"({100 * (a - acc):+.0f} points)"
+            )
+        return text
+    if scratch is None or acc is None:
+        return text + f" (no {BASELINE} baseline was run)"
+    gain = 100.0 * (acc - scratch)
+    verb = "bought" if gain >= 0 else "cost"
+    return text + f" vs {BASELINE} {fmt_number(scratch, 2)} — transfer {verb} {gain:+.0f} points"
+
+
+def data_size_curves(result: Mapping[str, Any]) -> dict[str, dict[int, float]]:
+    counts = (result.get("data") or {}).get("counts") or {}
+    flat = counts
+    if counts and all(isinstance(v, Mapping) for v in counts.values()):
+        flat = counts.get("train") or next(iter(counts.values()))
+    all_n = max((int(v) for v in flat.values() if is_finite(v)), default=None) if flat else None
+    curves: dict[str, dict[int, float]] = {}
+    for name, curve in (result.get("data_size") or {}).items():
+        if not isinstance(curve, Mapping):
+            continue
+        c = int_keys(curve)
+        if "all" in curve and all_n and is_finite(curve["all"]):
+            c.setdefault(all_n, float(curve["all"]))
+        if c:
+            curves[str(name)] = dict(sorted(c.items()))
+    return curves
+
+
+def similarity_view(advisor: Mapping[str, Any]) -> dict[str, Any]:
+    """summary / signals / per_layer / definition / notes of ``advisor['similarity']``, in either form."""
+    sim = advisor.get("similarity") or {}
+    if not isinstance(sim, Mapping):
+        sim = {}
+    per_layer = sim.get("per_layer") or {}
+    if not per_layer and isinstance(sim.get("layers"), list):
+        per_layer = {
+            str(x["layer"]): {k: x.get(k) for k in ("probe_acc", "bn_similarity")}
+            for x in sim["layers"]
+            if isinstance(x, Mapping) and x.get("layer") is not None
+        }
+    summary = sim.get("summary")
+    if not summary and is_finite(sim.get("score")):
+        verdict = sim.get("similar")
+        summary = f"score {sim['score']:.2f} of 1" + (
+            "" if verdict is None else (" (similar to the source data)" if verdict else " (dissimilar)")
+        )
+    signals = sim.get("signals") if isinstance(sim.get("signals"), Mapping) else {}
+    notes = sim.get("notes") if isinstance(sim.get("notes"), list) else []
+    return {
+        "summary": summary,
+        "signals": signals,
+        "per_layer": per_layer,
+        "definition": sim.get("definition"),
+        "notes": notes,
+    }
+
+
+def crossover_sentence(curves: Mapping[str, Mapping[int, float]]) -> str | None:
+    """Where the fine-tune data-size curve overtakes the probe curve, in words (None without both)."""
+    probe, fine = pick_pair(curves)
+    if not (probe and fine):
+        return None
+    common = sorted(set(curves[probe]) & set(curves[fine]))
+    if not common:
+        return None
+    n_star = crossover(curves[probe], curves[fine])
+    if n_star is None:
+        return f"{fine} never overtakes {probe} in the measured range ({common[0]}–{common[-1]} images per class)."
+    if n_star == common[0] and curves[fine][n_star] > curves[probe][n_star]:
+        return (
+            f"{fine} is ahead of {probe} already at {n_star} images per class, the smallest size measured: fine-tune."
+        )
+    return (
+        f"{fine} overtakes {probe} at about {n_star} training images per class, this dataset's small/large "
+        "boundary: with fewer, train a probe; with more, fine-tune."
+    )

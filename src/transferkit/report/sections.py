@@ -1,0 +1,174 @@
+"""The page's sections about the outcome: summary, what transfer bought, strategies, data-size
+numbers and strategy parameters. Each returns an HTML fragment, or "" when the result lacks its data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .benefit import DEFINITIONS
+from .findings import crossover_sentence, data_size_curves, headline, similarity_view
+from .markup import code_tag, esc, fmt_number, fmt_points, sign_class
+from .roles import BASELINE
+
+
+def summary_section(result: Mapping[str, Any], benefit: Mapping[str, Any] | None) -> str:
+    parts = []
+    head = headline(result)
+    if head:
+        parts.append(f'<p class="headline">{esc(head)}</p>')
+    if benefit:
+        for name in benefit.get("negative_transfer", []):
+            row = benefit["strategies"][name]
+            parts.append(f'<p class="callout neg">{esc(row["summary"])}</p>')
+    advisor = result.get("advisor") or {}
+    if advisor:
+        rec = []
+        if advisor.get("strategy"):
+            rec.append(f"<strong>{esc(advisor['strategy'])}</strong>")
+        if advisor.get("layer"):
+            rec.append(f"cut at {code_tag(advisor['layer'])}")
+        if advisor.get("frozen_stages") is not None:
+            rec.append(f"{esc(advisor['frozen_stages'])} stage(s) frozen")
+        body = f"<p>The advisor recommends {', '.join(rec)}.</p>" if rec else ""
+        reasons = advisor.get("reasons") or []
+        if reasons:
+            body += "<ul>" + "".join(f"<li>{esc(r)}</li>" for r in reasons) + "</ul>"
+        if advisor.get("table_rule"):
+            body += f'<p class="muted">Rule applied: {esc(advisor["table_rule"])}</p>'
+        sim = similarity_view(advisor)
+        if sim["summary"]:
+            body += f'<p class="muted">Similarity: {esc(sim["summary"])}</p>'
+        if sim["notes"]:
+            body += '<ul class="muted">' + "".join(f"<li>{esc(n)}</li>" for n in sim["notes"]) + "</ul>"
+        if body:
+            parts.append(f'<div class="card"><h3>Advisor</h3>{body}</div>')
+    text = crossover_sentence(data_size_curves(result))
+    if text:
+        parts.append(f"<p>Data size: {esc(text)}</p>")
+    if not parts:
+        return ""
+    return '<section id="summary"><h2>Summary</h2>' + "".join(parts) + "</section>"
+
+
+def benefit_section(benefit: Mapping[str, Any] | None) -> str:
+    if not benefit or not benefit.get("strategies"):
+        return ""
+    base = benefit.get("baseline", BASELINE)
+    metric = benefit.get("metric", "monitor_acc")
+    head = (
+        "<tr><th>strategy</th><th>start</th><th>Δ start</th><th>slope (points/epoch)</th><th>Δ slope</th>"
+        "<th>AUC</th><th>Δ AUC</th><th>asymptote</th><th>Δ asymptote</th><th>epochs</th></tr>"
+    )
+    rows = []
+    for name, r in benefit["strategies"].items():
+        d = r.get("delta") or {}
+        cls = ' class="negrow"' if r.get("negative_transfer") else ""
+        cells = [f"<td>{esc(name)}{' (baseline)' if name == base else ''}</td>"]
+        for key in ("start", "slope", "auc", "asymptote"):
+            value = r.get(key)
+            shown = fmt_points(value) if key == "slope" else fmt_number(value)
+            if key == "slope" and r.get("single_fit"):
+                shown = "0 (one fit)"
+            cells.append(f'<td class="num">{shown}</td>')
+            cells.append(f'<td class="num"{sign_class(d.get(key))}>{fmt_points(d.get(key))}</td>')
+        cells.append(f'<td class="num">{esc(r.get("epochs", ""))}</td>')
+        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    sentences = "".join(
+        ('<li class="neg">' if r.get("negative_transfer") else "<li>") + esc(r.get("summary", "")) + "</li>"
+        for r in benefit["strategies"].values()
+    )
+    defs = benefit.get("definitions") or DEFINITIONS
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in defs.items())
+    fallback = sorted({r.get("metric") for r in benefit["strategies"].values()} - {metric})
+    note = f" (read from {esc(', '.join(map(str, fallback)))} where {esc(metric)} was not recorded)" if fallback else ""
+    skipped = benefit.get("skipped") or {}
+    skip = (
+        '<p class="muted">Not in the table: ' + "; ".join(f"{esc(k)} ({esc(v)})" for k, v in skipped.items()) + "</p>"
+        if skipped
+        else ""
+    )
+    return (
+        '<section id="benefit"><h2>What transfer bought</h2>'
+        f'<p class="muted">From the learning curves ({esc(metric)}{note}); '
+        "start, AUC and asymptote are accuracies, "
+        f"slope and every Δ are in points (1 point = 0.01 accuracy); Δ = strategy − {esc(base)}.</p>"
+        f'<ul class="sentences">{sentences}</ul>'
+        f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>{skip}'
+        f"<details open><summary>Definitions</summary><dl>{dl}</dl></details></section>"
+    )
+
+
+def metrics_section(result: Mapping[str, Any], best: str | None) -> str:
+    strategies = result.get("strategies") or {}
+    if not strategies:
+        return ""
+    split = result.get("split") or {}
+    scored = f" on {esc(split['scored'])}" if split.get("scored") else ""
+    head = (
+        "<tr><th>strategy</th><th>accuracy</th><th>balanced accuracy</th><th>macro F1</th>"
+        "<th>train seconds</th><th>epochs</th></tr>"
+    )
+    rows = []
+    for name, s in strategies.items():
+        s = s or {}
+        m = s.get("metrics") or {}
+        mark = ' class="best"' if name == best else ""
+        secs = s.get("seconds")
+        rows.append(
+            f"<tr{mark}><td>{esc(name)}{' ★' if name == best else ''}</td>"
+            f'<td class="num">{fmt_number(m.get("accuracy"))}</td>'
+            f'<td class="num">{fmt_number(m.get("balanced_accuracy"))}</td>'
+            f'<td class="num">{fmt_number(m.get("macro_f1"))}</td>'
+            f'<td class="num">{fmt_number(secs, 1)}</td>'
+            f'<td class="num">{len(s.get("history") or []) or "—"}</td></tr>'
+        )
+    out = (
+        f'<section id="metrics"><h2>Strategies{scored}</h2><div class="scroll"><table>{head}{"".join(rows)}'
+        "</table></div>"
+    )
+    per_class = ((strategies.get(best) or {}).get("metrics") or {}).get("per_class") if best else None
+    if per_class:
+        prow = []
+        for cls, v in per_class.items():
+            v = v or {}
+            prow.append(
+                f'<tr><td>{esc(cls)}</td><td class="num">{fmt_number(v.get("precision"))}</td>'
+                f'<td class="num">{fmt_number(v.get("recall"))}</td><td class="num">{fmt_number(v.get("f1"))}</td>'
+                f'<td class="num">{esc(v.get("support", "—"))}</td></tr>'
+            )
+        out += (
+            f'<h3>Per class — {esc(best)}</h3><div class="scroll"><table><tr><th>class</th><th>precision</th>'
+            f"<th>recall</th><th>F1</th><th>support</th></tr>{''.join(prow)}</table></div>"
+        )
+    return out + "</section>"
+
+
+def data_size_table(result: Mapping[str, Any]) -> str:
+    curves = data_size_curves(result)
+    if not curves:
+        return ""
+    sizes = sorted({n for c in curves.values() for n in c})
+    head = "<tr><th>images / class</th>" + "".join(f"<th>{esc(n)}</th>" for n in curves) + "</tr>"
+    rows = "".join(
+        f'<tr><td class="num">{n}</td>'
+        + "".join(f'<td class="num">{fmt_number(c.get(n))}</td>' for c in curves.values())
+        + "</tr>"
+        for n in sizes
+    )
+    return f'<h3>Data-size numbers</h3><div class="scroll"><table>{head}{rows}</table></div>'
+
+
+def params_section(result: Mapping[str, Any]) -> str:
+    rows = [(name, s.get("params")) for name, s in (result.get("strategies") or {}).items() if s and s.get("params")]
+    if not rows:
+        return ""
+    items = "".join(
+        f"<tr><td>{esc(name)}</td><td>" + ", ".join(f"{esc(k)}={esc(v)}" for k, v in params.items()) + "</td></tr>"
+        for name, params in rows
+    )
+    return (
+        '<h3>Strategy parameters</h3><div class="scroll"><table>'
+        "<tr><th>strategy</th><th>parameters</th></tr>"
+        f"{items}</table></div>"
+    )
