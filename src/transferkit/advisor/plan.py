@@ -49,9 +49,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.roles import train_mask
 from . import similarity as sim_mod
 from . import transferability as tr
-from .similarity import Similarity, _clean
+from ._json import json_ready as _clean
+from .similarity import Similarity
 from .size import SizeProfile, measure_size
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -470,7 +472,7 @@ def advise(
     cost["features_from_cache"] = bool(getattr(fs, "from_cache", False))
 
     labels = np.asarray(dataset.labels)
-    mask = _train_mask(dataset)
+    mask = train_mask(dataset)
     train_idx = np.flatnonzero(mask)
     feats = {layer: np.asarray(fs.features[layer])[mask] for layer in layers}
     y = labels[mask]
