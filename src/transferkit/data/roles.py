@@ -138,8 +138,9 @@ def duplicate_report(dataset: Any, roles: Roles) -> dict[str, Any]:
 
     ``groups``: groups of 2+ identical images; ``images``: images in them; ``pairs``: identical
     pairs (a group of k gives k(k-1)/2); ``by_roles``: number of groups per set of roles their
-    members play (e.g. ``{"train": 3, "scored": 1}``); ``straddling``: groups whose members
-    play more than one role, with ``examples`` (sources and roles) of up to five of them.
+    members play (e.g. ``{"train": 3, "train+unused": 1}``); ``straddling``: groups whose
+    members play more than one of train / selection / scored (the leaks), with ``examples``
+    (sources and roles) of up to five of them.
     """
     hashes = getattr(dataset, "content_hashes", None)
     groups = [g for g in duplicate_groups(hashes) if len(g) > 1] if hashes is not None else []
@@ -151,7 +152,7 @@ def duplicate_report(dataset: Any, roles: Roles) -> dict[str, Any]:
         played = [r for r in (*ROLE_NAMES, "unused") if r in set(role[members].tolist())]
         key = "+".join(played)
         by_roles[key] = by_roles.get(key, 0) + 1
-        if len(played) > 1:
+        if len([r for r in played if r != "unused"]) > 1:  # an unused copy cannot leak
             straddling += 1
             if len(examples) < 5:
                 examples.append({"sources": [dataset.sources[i] for i in members],
