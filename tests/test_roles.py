@@ -128,7 +128,18 @@ def test_carve_moves_whole_groups():
         for g in np.unique(groups):
             members = np.flatnonzero(groups == g)
             assert np.isin(members, carved).all() or not np.isin(members, carved).any()
-        assert np.unique(groups[carved]).size == 4  # round(0.5 * 4 groups) + round(0.5 * 3 groups)
+        # round(0.5 * 6) = 3 of class 0 and 2 of class 1, plus at most a group's extra copies
+        assert 3 <= (labels[carved] == 0).sum() <= 5 and 2 <= (labels[carved] == 1).sum() <= 3
+
+
+def test_carve_leave_one_keeps_a_group_in_each_class():
+    labels = np.array([0, 0, 0, 1, 1])
+    groups = np.array([0, 0, 1, 2, 2])  # class 1 is one duplicate pair
+    for seed in range(20):
+        rest, carved = stratified_carve(labels, 0.25, seed, group_ids=groups, at_least_one=True, leave_one=True)
+        assert set(labels[rest].tolist()) == {0, 1}
+        # Class 0 gives one image, or its pair whole; class 1's only group stays.
+        assert carved.tolist() in ([2], [0, 1])
 
 
 # ---------------------------------------------------------------------- the train role

@@ -113,7 +113,7 @@ def split_roles(dataset: Any, val_fraction: float, seed: int) -> Roles:
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int,
                        group_ids: np.ndarray | None = None) -> np.ndarray:
     """Positions (into ``labels``) of the selection share: per class ``max(1, round(fraction * n))``
-    of its ``n`` duplicate groups; classes with fewer than 3 groups give none."""
+    of its ``n`` images, whole duplicate groups at a time; classes with fewer than 3 images give none."""
     _, carved = stratified_carve(labels, fraction, seed, group_ids=group_ids, min_per_class=3, at_least_one=True)
     return carved
 
@@ -180,36 +180,51 @@ def stratified_carve(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rest, carved) positions into ``labels``, both sorted: a stratified ``fraction`` carved out.
 
-    Items sharing a ``group_id`` (exact duplicates) move together; a group counts for the
-    class of its first item. Per class (ascending label) with ``n >= min_per_class`` groups,
-    the groups are permuted with ``rng`` and ``round(fraction * n)`` of them carved, raised to
-    1 with ``at_least_one`` and capped at ``n - 1`` with ``leave_one``. Classes below
-    ``min_per_class`` draw no random numbers, so the callers' historical seeds give the
-    same picks as before (each caller keeps its own rule through these switches).
+    Per class (ascending label) with ``n >= min_per_class`` items, the items are permuted with
+    ``rng`` and ``k = round(fraction * n)`` carved, raised to 1 with ``at_least_one`` and capped
+    at ``n - 1`` with ``leave_one``; classes below ``min_per_class`` draw no random numbers.
+    Each caller keeps its historical rule through these switches.
+
+    Items sharing a ``group_id`` (exact duplicates) move together: walking the permuted order,
+    an item brings its whole group along, until ``k`` items of the class are carved (a group
+    may overshoot by its extra copies; with ``leave_one`` a group that would empty the class
+    is passed over). The permutation is drawn over items, not groups, so without duplicates
+    the picks are exactly those of a plain per-class permutation, and with duplicates only
+    the groups themselves move: the seeds behind the published figures keep their meaning.
     """
     labels = np.asarray(labels)
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    ids = np.arange(len(labels)) if group_ids is None else np.asarray(group_ids)
-    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")  # groups in first-seen order
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    group_of = rank[inverse.reshape(-1)]  # group number (first-seen order) of every item
-    group_label = labels[first[order]]
-    carved_groups: list[np.ndarray] = []
+    carved = np.zeros(len(labels), dtype=bool)
+    group_of = np.arange(len(labels)) if group_ids is None else np.asarray(group_ids)
+    copies = _members_of_repeated(group_of)
     if fraction > 0:
-        for c in np.unique(group_label):
-            members = np.flatnonzero(group_label == c)
+        for c in np.unique(labels):
+            members = np.flatnonzero(labels == c)
             n = len(members)
             if n < min_per_class:
                 continue
             k = int(round(fraction * n))
             k = max(k, 1) if at_least_one else k
             k = min(k, n - 1) if leave_one else k
-            carved_groups.append(rng.permutation(members)[:k])
-    carved_mask = np.isin(group_of, np.concatenate(carved_groups)) if carved_groups else \
-        np.zeros(len(labels), dtype=bool)
-    return np.flatnonzero(~carved_mask), np.flatnonzero(carved_mask)
+            taken = int(carved[members].sum())  # carved along with another class's duplicate
+            for pos in rng.permutation(members):
+                if taken >= k:
+                    break
+                if carved[pos]:
+                    continue
+                group = copies.get(int(group_of[pos]), np.array([pos]))
+                in_class = int((labels[group] == c).sum())
+                if leave_one and n - taken - in_class < 1:
+                    continue
+                carved[group] = True
+                taken += in_class
+    return np.flatnonzero(~carved), np.flatnonzero(carved)
+
+
+def _members_of_repeated(group_of: np.ndarray) -> dict[int, np.ndarray]:
+    """{group id: positions} for the ids that occur more than once (the duplicate groups)."""
+    ids, counts = np.unique(group_of, return_counts=True)
+    return {int(g): np.flatnonzero(group_of == g) for g in ids[counts > 1]}
 
 
 def per_class_pick(indices: Sequence[int] | np.ndarray, labels: np.ndarray, n_per_class: int,
