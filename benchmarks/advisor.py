@@ -4,7 +4,7 @@ For each task (real data, the mobilenetv1_075 card by default) this script
 
 1. builds the task's dataset: the training images the task may learn from plus its held-out
    scored split (a "k per class" task keeps k training images per class, chosen with
-   ``compare.per_class_roles``; the scored split is the same for every strategy of a task);
+   ``data.roles.per_class_roles``; the scored split is the same for every strategy of a task);
 2. runs the advisor (``transferkit.advisor.advise``) on that dataset. It measures the images
    marked ``train`` only, and the task's dataset holds no other training images, so it sees
    exactly what the strategies may learn from. It runs first, so its cost includes the forward
@@ -92,17 +92,9 @@ def source_spec(source: str, shared: Path) -> str:
     }[source]
 
 
-def per_class_pick(idx: np.ndarray, labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """At most ``n`` of ``idx`` per class, chosen with ``seed`` (sorted)."""
-    rng = np.random.default_rng(seed)
-    keep = [rng.permutation(idx[labels[idx] == c])[:n] for c in np.unique(labels[idx])]
-    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
-
-
 def build_task(spec: TaskSpec, base, seed: int):
     """The task's dataset: its training pool (train + selection images) and its scored split."""
-    from transferkit.api import split_roles
-    from transferkit.compare import per_class_roles
+    from transferkit.data.roles import per_class_pick, per_class_roles, split_roles
 
     roles = split_roles(base, VAL_FRACTION, seed)
     if spec.per_class is not None:
@@ -118,10 +110,10 @@ def build_task(spec: TaskSpec, base, seed: int):
 
 def fit_roles(task_ds, seed: int):
     """Train / selection roles of the task with an empty scored role (no held-out monitoring)."""
-    from transferkit.api import SplitRoles, split_roles
+    from transferkit.data.roles import Roles, split_roles
 
     roles = split_roles(task_ds, VAL_FRACTION, seed)
-    return SplitRoles(roles.train, roles.val, np.zeros(0, np.int64), roles.scored_name, roles.val_origin), roles
+    return Roles(roles.train, roles.val, np.zeros(0, np.int64), roles.scored_name, roles.val_origin), roles
 
 
 # ------------------------------------------------------------------------------- running

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from transferkit import TransferClassifier
-from transferkit.api import SplitRoles
 from transferkit.data import filter_classes, load_dataset
+from transferkit.data.roles import Roles, per_class_pick
 from transferkit.pretrain import default_pretrain_config, pretrain
 
 
@@ -53,10 +53,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     train_pool = np.flatnonzero(target.splits == "train")
     test_pool = np.flatnonzero(target.splits == "test")
-    train = np.sort(np.concatenate([rng.permutation(train_pool[target.labels[train_pool] == c])[: args.per_class]
-                                    for c in range(len(target.classes))]))
+    train = per_class_pick(train_pool, target.labels, args.per_class, rng)
     scored = np.sort(rng.permutation(test_pool)[: args.test_images])
-    roles = SplitRoles(train, np.zeros(0, np.int64), scored, "test", "none (fixed epochs)")
+    roles = Roles(train, np.zeros(0, np.int64), scored, "test", "none (fixed epochs)")
     print(f"target: mnist 5-9, {len(train)} training images ({args.per_class} per class), "
           f"{len(scored)} held-out test images")
     for name in args.strategies.split(","):

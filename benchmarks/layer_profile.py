@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from transferkit import TransferClassifier
-from transferkit.api import SplitRoles
 from transferkit.backbones import load_backbone
 from transferkit.data import load_dataset
+from transferkit.data.roles import Roles, per_class_pick
 
 
 def main() -> None:
@@ -38,13 +38,12 @@ def main() -> None:
     bb = load_backbone(args.backbone)
     rng = np.random.default_rng(args.seed)
     train_pool, test_pool = np.flatnonzero(ds.splits == "train"), np.flatnonzero(ds.splits == "test")
-    train = np.sort(np.concatenate([rng.permutation(train_pool[ds.labels[train_pool] == c])[: args.per_class]
-                                    for c in range(len(ds.classes))]))
+    train = per_class_pick(train_pool, ds.labels, args.per_class, rng)
     scored = np.sort(rng.permutation(test_pool)[: args.test_images])
     # Only the images of this study, so the one feature pass below covers nothing else.
     ds = ds.subset(np.concatenate([train, scored]))
     train, scored = np.arange(len(train)), np.arange(len(train), len(ds))
-    roles = SplitRoles(train, np.zeros(0, np.int64), scored, "test", "none")
+    roles = Roles(train, np.zeros(0, np.int64), scored, "test", "none")
     from transferkit.api import default_cache_dir
     from transferkit.features import extract_features
 

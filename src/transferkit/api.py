@@ -8,7 +8,7 @@
 ``__init__`` only stores parameters; they are validated in ``fit``. Fitted attributes end
 in ``_``. Using the model before ``fit`` raises ``NotFittedError`` saying what to call.
 
-Which images play which role is decided once, here, and written into the run directory:
+Which images play which role is decided once, in ``data/roles.py``, and written into the run directory:
 - *train*: what the model learns from;
 - *val*: model selection and early stopping (the dataset's own val split when it also has a
   test split; otherwise a stratified ``val_fraction`` of train);
@@ -28,9 +28,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .data.roles import Roles, scored_split_name, split_roles
+from .data.roles import stratified_holdout as stratified_holdout  # re-exported: callers import it from here
 from .errors import ConfigError, DataError, NotFittedError
 from .io import atomic_write_json, read_json
 from .metrics import classification_metrics
+
+# The roles are decided in data/roles.py; the old name stays importable from here.
+SplitRoles = Roles
 
 RUN_CONFIG = "config.json"
 RUN_METRICS = "metrics.json"
@@ -100,7 +105,7 @@ class TransferClassifier:
 
     # ------------------------------------------------------------------------------ fit
     def fit(self, data: Any, *, run_dir: str | Path | None = None, resume: bool = False,
-            roles: SplitRoles | None = None) -> TransferClassifier:
+            roles: Roles | None = None) -> TransferClassifier:
         """Train on ``data`` (a path, a built-in name such as ``digits``, or an ``ImageDataset``).
 
         With ``run_dir`` the run is written there (configuration, versions, model, history,
@@ -114,9 +119,9 @@ class TransferClassifier:
         self._validate()
         dataset = as_dataset(data, seed=self.seed)
         backbone = self._backbone()
-        strategy_name, params, advice = self._resolve_strategy(dataset, backbone)
-        strategy = get_strategy(strategy_name)
         roles = roles or split_roles(dataset, self.val_fraction, self.seed)
+        strategy_name, params, advice = self._resolve_strategy(dataset, backbone, roles)
+        strategy = get_strategy(strategy_name)
         run_path = Path(run_dir) if run_dir is not None else None
         if resume and run_path is None:
             raise ConfigError("resume=True needs the run_dir of the interrupted run.")
@@ -185,7 +190,7 @@ class TransferClassifier:
     def _cache(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
 
-    def _resolve_strategy(self, dataset, backbone) -> tuple[str, dict[str, Any], dict | None]:
+    def _resolve_strategy(self, dataset, backbone, roles: Roles) -> tuple[str, dict[str, Any], dict | None]:
         from .strategies import get_strategy
 
         explicit = {"layer": self.layer, "hidden": tuple(self.hidden or ()), "epochs": self.epochs, "lr": self.lr,
@@ -198,8 +203,9 @@ class TransferClassifier:
         if name == "auto":
             from .advisor import advise
 
-            result = advise(dataset, backbone, store_dir=self._cache() / "features", device=self.device,
-                            seed=self.seed, progress=self.progress)
+            # The advisor measures exactly the images the strategy will train on.
+            result = advise(dataset, backbone, roles=roles, store_dir=self._cache() / "features",
+                            device=self.device, seed=self.seed, progress=self.progress)
             advice = result.to_dict()
             name = result.strategy
             planned = result.strategy_params()
@@ -359,58 +365,3 @@ def as_dataset(data: Any, seed: int = 0):
     if hasattr(data, "decode") and hasattr(data, "labels"):
         return data
     return load_dataset(data, seed=seed)
-
-
-def scored_split_name(dataset) -> str:
-    for name in ("test", "val"):
-        if dataset.has_split(name):
-            return name
-    return "all"
-
-
-class SplitRoles:
-    """Index arrays for the train / val (selection) / scored (held-out) roles."""
-
-    def __init__(self, train: np.ndarray, val: np.ndarray, scored: np.ndarray, scored_name: str, val_origin: str):
-        self.train, self.val, self.scored = train, val, scored
-        self.scored_name, self.val_origin = scored_name, val_origin
-
-    def describe(self, dataset) -> dict[str, Any]:
-        return {
-            "train": {"n": int(len(self.train)), "from": "train"},
-            "val": {"n": int(len(self.val)), "from": self.val_origin},
-            "scored": {"name": self.scored_name, "n": int(len(self.scored))},
-            "origin": getattr(dataset, "split_origin", "unknown"),
-            "text": (f"trained on {len(self.train)} 'train' images, {len(self.val)} more for model selection "
-                     f"({self.val_origin}); scored on {len(self.scored)} held-out '{self.scored_name}' images "
-                     f"({getattr(dataset, 'split_origin', 'unknown')})"),
-        }
-
-
-def split_roles(dataset, val_fraction: float, seed: int) -> SplitRoles:
-    """Decide which images train, which select, and which are scored (see module docstring)."""
-    splits = dataset.splits
-    train = np.flatnonzero(splits == "train")
-    if len(train) == 0:
-        raise DataError(f"{dataset.root} has no training images. A tree with split folders needs a 'train/' "
-                        "folder; otherwise transferkit splits the images itself.")
-    scored_name = scored_split_name(dataset)
-    scored = np.flatnonzero(splits == scored_name) if scored_name != "all" else np.zeros(0, np.int64)
-    if scored_name == "test" and dataset.has_split("val"):
-        return SplitRoles(train, np.flatnonzero(splits == "val"), scored, "test", "val")
-    val = stratified_holdout(dataset.labels[train], val_fraction, seed)
-    return SplitRoles(np.setdiff1d(train, train[val]), train[val], scored, scored_name,
-                      f"stratified {val_fraction:.0%} of train, seed {seed}")
-
-
-def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Positions (into ``labels``) of a stratified ``fraction``; classes with < 3 images give none."""
-    rng = np.random.default_rng(seed)
-    picked: list[np.ndarray] = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        if len(members) < 3 or fraction <= 0:
-            continue
-        k = max(1, int(round(fraction * len(members))))
-        picked.append(rng.permutation(members)[:k])
-    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)

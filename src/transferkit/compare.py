@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .api import SplitRoles, TransferClassifier, as_dataset, default_cache_dir, library_versions, split_roles
+from .api import TransferClassifier, as_dataset, default_cache_dir, library_versions
+from .data.roles import Roles, per_class_roles, split_roles
 from .errors import ConfigError
 from .io import atomic_write_json
 from .strategies import BASELINE, get_strategy, strategy_names
@@ -43,25 +44,6 @@ def logged_to(path: Path, log: Callable[[str], None]) -> Callable[[str], None]:
         log(message)
 
     return both
-
-
-def per_class_roles(roles: SplitRoles, labels: np.ndarray, n_per_class: int, seed: int) -> SplitRoles:
-    """The same roles with train and val cut to at most ``n_per_class`` images per class (in total).
-
-    The scored split is untouched, so every point of a data-size curve is scored on the same images.
-    """
-    rng = np.random.default_rng(seed)
-    pool = np.concatenate([roles.train, roles.val])
-    keep: list[np.ndarray] = []
-    for c in np.unique(labels[pool]):
-        members = pool[labels[pool] == c]
-        keep.append(rng.permutation(members)[:n_per_class])
-    kept = np.sort(np.concatenate(keep))
-    val = np.intersect1d(roles.val, kept)
-    train = np.setdiff1d(kept, val)
-    if len(val) and len(train) < 2 * len(np.unique(labels[pool])):
-        train, val = kept, np.zeros(0, np.int64)  # too few images to hold any back
-    return SplitRoles(train, val, roles.scored, roles.scored_name, roles.val_origin)
 
 
 def compare(data: Any, backbone: Any, out_dir: str | Path, *,
@@ -121,8 +103,8 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
 
         log("advisor: measuring size and similarity")
         t0 = time.perf_counter()
-        advice = run_advisor(dataset, bb, store_dir=cache / "features", device=device, seed=seed,
-                             progress=progress)
+        advice = run_advisor(dataset, bb, roles=roles, store_dir=cache / "features", device=device,
+                             seed=seed, progress=progress)
         result["advisor"] = advice.to_dict()
         result["advisor"]["seconds"] = round(time.perf_counter() - t0, 2)
 
@@ -158,7 +140,7 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
     return result
 
 
-def data_size_curves(dataset, roles: SplitRoles, sizes: Sequence[int], strategies: Sequence[str],
+def data_size_curves(dataset, roles: Roles, sizes: Sequence[int], strategies: Sequence[str],
                      classifier: Callable[..., TransferClassifier], epochs: int | None, seed: int,
                      log: Callable[[str], None]) -> dict[str, dict[str, float]]:
     """Held-out accuracy against training images per class, for each of ``strategies``."""
@@ -186,7 +168,7 @@ def add_full_data_points(curves: dict[str, dict[str, float]], strategies: dict[s
             curve["all"] = strategies[name]["metrics"]["accuracy"]
 
 
-def misclassified_examples(clf: TransferClassifier, dataset, roles: SplitRoles, limit: int = 24):
+def misclassified_examples(clf: TransferClassifier, dataset, roles: Roles, limit: int = 24):
     """Up to ``limit`` held-out images the best strategy gets wrong, with true and predicted classes."""
     if not len(roles.scored):
         return None

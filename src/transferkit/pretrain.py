@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .data.roles import duplicate_ids, stratified_carve
 from .engine import ArrayData, TrainConfig, fit_network
 from .errors import ConfigError, DataError
 from .io import atomic_write_json
@@ -37,18 +38,6 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
 
 def default_pretrain_config(**overrides: Any) -> TrainConfig:
     return TrainConfig(**{**PRETRAIN_DEFAULTS, **overrides})
-
-
-def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        k = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
-        val.append(idx[:k])
-        train.append(idx[k:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
 def pretrain(
@@ -89,7 +78,9 @@ def pretrain(
     labels = np.asarray(source.labels, dtype=np.int64)
     if len(images) != len(labels):
         raise DataError(f"{len(labels) - len(images)} images of {source.name!r} failed to decode; reload it.")
-    tr, va = _stratified_split(labels, val_fraction, config.seed)
+    # Per class round(val_fraction * n) duplicate groups select the epoch (classes of one image
+    # give none); exact duplicates stay on one side so selection never sees a training image.
+    tr, va = stratified_carve(labels, val_fraction, config.seed, group_ids=duplicate_ids(source))
     train = ArrayData(np.asarray(images[tr]), labels[tr])
     val = ArrayData(np.asarray(images[va]), labels[va]) if len(va) else None
     net = backbone.build_network(len(source.classes))

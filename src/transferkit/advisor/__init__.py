@@ -9,8 +9,9 @@ the transfer strategy from those measurements, and rank candidate backbones.
 
 from __future__ import annotations
 
-from .plan import Advice, advise, decide, table_answer
+from .plan import Advice, advise
 from .rank import rank_backbones
+from .rules import decide, table_answer
 from .similarity import SIMILAR_THRESHOLD, Similarity, measure_similarity
 from .size import SizeProfile, measure_size
 from .transferability import (

@@ -22,16 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.roles import duplicate_ids, train_mask
 from ..strategies import strategy_class
 from . import similarity as sim_mod
 from . import transferability as tr
+from ._json import json_ready
 from .rules import FINETUNE_EPOCHS, decide, finetune_epochs, table_answer
-from .similarity import Similarity, _clean
+from .similarity import Similarity
 from .size import SizeProfile, measure_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..backbones import Backbone
     from ..data import ImageDataset
+    from ..data.roles import Roles
 
 
 @dataclass
@@ -74,7 +77,7 @@ class Advice:
         """JSON-ready dict; keys strategy, layer, frozen_stages, similarity, size, table_rule,
         reasons, plus hidden, lr, body_lr_ratio, epochs, table_strategy, agrees_with_table,
         params (for the strategy), backbone, dataset, cost, cost_seconds."""
-        return _clean(
+        return json_ready(
             {
                 "strategy": self.strategy,
                 "layer": self.layer,
@@ -146,20 +149,6 @@ def _extract(backbone, dataset, layers, *, store_dir, device, progress):
     return extract_features(backbone, dataset, layers, store_dir=store_dir, device=device, progress=progress)
 
 
-def _train_mask(dataset) -> np.ndarray:
-    splits = np.asarray(dataset.splits)
-    mask = splits == "train"
-    if not mask.any():
-        from ..errors import DataError
-
-        present = sorted(set(splits.tolist()))
-        raise DataError(
-            f"Dataset {dataset.name!r} has no 'train' split (splits present: {present}); the advisor "
-            "measures the training split only. Load it with load_dataset(..., test_fraction=...) to make one."
-        )
-    return mask
-
-
 def _subsample_images(dataset, train_idx: np.ndarray, labels: np.ndarray, backbone, store_dir, seed):
     """uint8 images of a stratified subsample (<= BN_MAX_IMAGES) of the training split, and labels."""
     pick = train_idx[sim_mod.subsample_indices(labels[train_idx], sim_mod.BN_MAX_IMAGES, seed)]
@@ -204,8 +193,12 @@ def advise(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    roles: Roles | None = None,
 ) -> Advice:
-    """Measure ``dataset``'s training split against ``backbone`` and return the plan (:class:`Advice`).
+    """Measure ``dataset``'s training images against ``backbone`` and return the plan (:class:`Advice`).
+
+    The training images are ``roles.train`` when ``roles`` is given (``fit`` passes its own, so the
+    advisor measures exactly the images the strategy will train on), else the ``train`` split.
 
     Cost: one forward pass of the dataset into the feature store (free when the store already
     holds it), one forward pass of at most ``similarity.BN_MAX_IMAGES`` training images for the
@@ -219,7 +212,7 @@ def advise(
     cost["features_from_cache"] = bool(getattr(fs, "from_cache", False))
 
     labels = np.asarray(dataset.labels)
-    mask = _train_mask(dataset)
+    mask = train_mask(dataset, roles)
     train_idx = np.flatnonzero(mask)
     feats = {layer: np.asarray(fs.features[layer])[mask] for layer in layers}
     y = labels[mask]
@@ -239,7 +232,7 @@ def advise(
     probe_last = similarity.probe_profile().get(last)
     curve_layer = similarity.best_layer if similarity.best_layer not in (None, "stem") else last
     size = measure_size(y, list(dataset.classes), len(dataset), features=feats[curve_layer],
-                        layer=curve_layer, seed=seed)
+                        layer=curve_layer, seed=seed, group_ids=duplicate_ids(dataset)[mask])
     cost["size_seconds"] = round(time.perf_counter() - t2, 3)
 
     stages = [g for g, _ in sim_mod._safe_param_groups(backbone) if g.startswith("stage")]

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data.roles import train_mask
 from . import transferability as tr
-from .plan import _extract, _train_mask
+from .plan import _extract
 
 METRICS = ("logme", "knn_acc", "probe_acc")
 RANK_LAYER = "pool"
@@ -87,7 +88,7 @@ def rank_backbones(
         from ..errors import ConfigError
 
         raise ConfigError("rank_backbones needs at least one backbone spec; got none.")
-    mask = _train_mask(dataset)
+    mask = train_mask(dataset)
     y = np.asarray(dataset.labels)[mask]
     rows = []
     for position, spec in enumerate(backbone_specs):

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data.roles import stratified_carve, stratified_subsample
 from . import transferability as tr
-from .similarity import _clean
+from ._json import json_ready
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 HOLDOUT_FRACTION = 0.25
@@ -75,7 +76,7 @@ class SizeProfile:
         d = asdict(self)
         d["more_data_helps"] = self.more_data_helps
         d["sentence"] = self.sentence()
-        return _clean(d)
+        return json_ready(d)
 
 
 def count_sizes(train_labels: np.ndarray, classes: list[str], n_total: int) -> SizeProfile:
@@ -95,21 +96,6 @@ def count_sizes(train_labels: np.ndarray, classes: list[str], n_total: int) -> S
     )
 
 
-def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(rest, held) indices; every class with >= 2 items gives at least one to each side."""
-    held, rest = [], []
-    for c in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == c))
-        k = int(round(fraction * members.size))
-        if members.size >= 2:
-            k = min(max(k, 1), members.size - 1)
-        else:
-            k = 0
-        held.append(members[:k])
-        rest.append(members[k:])
-    return np.sort(np.concatenate(rest)), np.sort(np.concatenate(held))
-
-
 def learning_curve(
     features: np.ndarray,
     labels: np.ndarray,
@@ -117,22 +103,29 @@ def learning_curve(
     fractions: tuple[float, ...] = FRACTIONS,
     repeats: int = REPEATS,
     seed: int = 0,
+    group_ids: np.ndarray | None = None,
 ) -> tuple[list[CurvePoint], float | None]:
     """Probe accuracy on a held-out part of the training data at growing training fractions.
 
     Returns the curve and the slope (accuracy per doubling, over the last ``SLOPE_POINTS``
-    points). ``features``/``labels`` must be the training split only.
+    points). ``features``/``labels`` must be the training split only; ``group_ids`` (one per
+    row, equal for exact duplicates, see ``data.roles.duplicate_ids``) keeps each duplicate
+    group on one side of the hold-out.
     """
     x = np.asarray(features)
     y = np.asarray(labels).astype(np.int64)
+    groups = None if group_ids is None else np.asarray(group_ids)
     if x.shape[0] > CURVE_MAX_SAMPLES:
-        keep = tr._stratified_subsample(y, CURVE_MAX_SAMPLES, seed)
+        keep = stratified_subsample(y, CURVE_MAX_SAMPLES, seed)
         x, y = x[keep], y[keep]
+        groups = None if groups is None else groups[keep]
     accs: dict[float, list[float]] = {f: [] for f in fractions}
     sizes: dict[float, list[int]] = {f: [] for f in fractions}
     for r in range(repeats):
         rng = np.random.default_rng(seed + 1000 * r)
-        pool, held = _stratified_split(y, HOLDOUT_FRACTION, rng)
+        # Every class with >= 2 groups gives at least one group to each side.
+        pool, held = stratified_carve(y, HOLDOUT_FRACTION, rng, group_ids=groups, at_least_one=True,
+                                      leave_one=True)
         if held.size == 0 or np.unique(y[pool]).size < 2:
             return [], None
         order = rng.permutation(pool)
@@ -166,12 +159,16 @@ def measure_size(
     features: np.ndarray | None = None,
     layer: str | None = None,
     seed: int = 0,
+    group_ids: np.ndarray | None = None,
 ) -> SizeProfile:
-    """Counts, plus the learning curve when the training ``features`` (at ``layer``) are given."""
+    """Counts, plus the learning curve when the training ``features`` (at ``layer``) are given.
+
+    ``group_ids``: duplicate group per training image (see :func:`learning_curve`)."""
     t0 = time.perf_counter()
     size = count_sizes(train_labels, classes, n_total)
     if features is not None and size.min_per_class >= 2:
-        size.learning_curve, size.slope_per_doubling = learning_curve(features, train_labels, seed=seed)
+        size.learning_curve, size.slope_per_doubling = learning_curve(features, train_labels, seed=seed,
+                                                                      group_ids=group_ids)
         size.curve_layer = layer
     size.seconds = time.perf_counter() - t0
     return size

@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from ..data.roles import stratified_subsample
 from ..errors import ConfigError
 
 __all__ = [
@@ -274,7 +275,7 @@ def knn_accuracy(
     if k < 1:
         raise ConfigError(f"knn_accuracy: k must be >= 1; got {k}.")
     if f.shape[0] > max_samples:
-        idx = _stratified_subsample(y, max_samples, seed)
+        idx = stratified_subsample(y, max_samples, seed)
         f, y = f[idx], y[idx]
     f = f.astype(np.float32)
     f = f - f.mean(axis=0, keepdims=True)  # centre: cosine on centred codes is less dominated by the mean
@@ -298,21 +299,6 @@ def knn_accuracy(
         pred = np.argmax(votes + 1e-3 * tie / (k + 1), axis=1)
         correct += int((pred == y_idx[start : start + 1024]).sum())
     return correct / n
-
-
-def _stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indices of a stratified random subset of size ~n (every class keeps >= 1 when possible)."""
-    y = np.asarray(labels)
-    if n >= y.size:
-        return np.arange(y.size)
-    rng = np.random.default_rng(seed)
-    out = []
-    classes, counts = np.unique(y, return_counts=True)
-    for c, cnt in zip(classes, counts, strict=True):
-        take = max(1, int(round(n * cnt / y.size)))
-        members = np.flatnonzero(y == c)
-        out.append(rng.choice(members, size=min(take, cnt), replace=False))
-    return np.sort(np.concatenate(out))
 
 
 def _make_probe(c: float, max_iter: int):
@@ -344,7 +330,7 @@ def probe_accuracy(
 
     f, y = _check_xy(features, labels, "probe_accuracy")
     if f.shape[0] > max_samples:
-        idx = _stratified_subsample(y, max_samples, seed)
+        idx = stratified_subsample(y, max_samples, seed)
         f, y = f[idx], y[idx]
     counts = np.bincount(np.unique(y, return_inverse=True)[1])
     if counts.size < 2:

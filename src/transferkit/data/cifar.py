@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, UnsafeFileError
+from .assemble import finish_arrays
+from .dataset import ImageDataset
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -150,3 +152,22 @@ def load_cifar(kind: str, folder: Path) -> dict[str, Any]:
         "sources": sources,
         "classes": classes,
     }
+
+
+def load_cifar_dataset(kind: str, folder: Path, **kw: Any) -> ImageDataset:
+    """The CIFAR folder ``folder`` (``kind`` from :func:`find_cifar_dir`) as an :class:`ImageDataset`
+    whose train / test splits are the batches'."""
+    c = load_cifar(kind, folder)
+    return finish_arrays(
+        name=kind,
+        root=str(folder),
+        images=c["images"],
+        labels=c["labels"],
+        class_names=c["classes"],
+        sources=c["sources"],
+        given_splits=c["splits"],
+        split_origin="cifar",
+        where=str(folder),
+        notes=[],
+        **kw,
+    )

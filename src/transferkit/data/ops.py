@@ -8,26 +8,20 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .dataset import ImageDataset
+from .roles import per_class_pick
 
 
 def per_class_subset(dataset: ImageDataset, n_per_class: int, seed: int = 0) -> ImageDataset:
     """At most ``n_per_class`` items of every class, chosen with ``seed``; original order kept.
 
-    Nested: for one seed, the subset for n is contained in the subset for any larger n (each
-    class's items are permuted once and the first n taken), so data-size curves add data
-    rather than redraw it. Classes with fewer items contribute all of theirs. Apply it to the
+    Nested: for one seed, the subset for n is contained in the subset for any larger n
+    (:func:`transferkit.data.roles.per_class_pick`), so data-size curves add data rather than
+    redraw it. Classes with fewer items contribute all of theirs. Apply it to the
     split you mean (``dataset.split("train")``).
     """
     if int(n_per_class) < 1:
         raise ConfigError(f"n_per_class={n_per_class!r} must be >= 1.")
-    rng = np.random.default_rng(seed)
-    chosen: list[np.ndarray] = []
-    for c in range(len(dataset.classes)):
-        idx = np.flatnonzero(dataset.labels == c)
-        perm = rng.permutation(len(idx))
-        chosen.append(idx[perm[: int(n_per_class)]])
-    keep = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-    return dataset.subset(keep)
+    return dataset.subset(per_class_pick(np.arange(len(dataset)), dataset.labels, n_per_class, seed))
 
 
 def filter_classes(dataset: ImageDataset, class_names: Sequence[str], relabel: bool = True) -> ImageDataset:
