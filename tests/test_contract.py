@@ -154,12 +154,31 @@ def assert_auto_run(run: Path) -> dict:
     return config
 
 
-def test_auto_through_the_api(card, tiny_folder, cache, tmp_path):
-    run = tmp_path / "run"
-    clf = TransferClassifier(backbone=card, strategy="auto", cache_dir=cache, device="cpu", precision="fp32",
-                             progress=False).fit(tiny_folder, run_dir=run)
+@pytest.fixture(scope="module")
+def auto_fit(card, tiny_folder, cache, tmp_path_factory):
+    """One fit with strategy auto through the API; also keeps the advisor's ``Advice`` it used."""
+    import transferkit.advisor as advisor
+
+    seen = []
+    real = advisor.advise
+
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    run = tmp_path_factory.mktemp("auto") / "run"
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(advisor, "advise", spy)
+        clf = TransferClassifier(backbone=card, strategy="auto", cache_dir=cache, device="cpu", precision="fp32",
+                                 progress=False).fit(tiny_folder, run_dir=run)
+    assert len(seen) == 1, "fit with strategy auto must ask the advisor exactly once"
+    return clf, run, seen[0]
+
+
+def test_auto_through_the_api(auto_fit, tiny_folder, cache):
+    clf, run, advice = auto_fit
     config = assert_auto_run(run)
-    assert clf.strategy_ == config["strategy"] and clf.advice_ == config["advice"]
+    assert clf.strategy_ == config["strategy"] == advice.strategy and clf.advice_ == config["advice"]
     assert 0.0 <= clf.metrics_["accuracy"] <= 1.0
     again = TransferClassifier.load(run, cache_dir=cache)
     files, _ = scored_files(tiny_folder)
@@ -199,22 +218,11 @@ XFAIL_FORCED = {
 }
 
 
-@pytest.fixture(scope="module")
-def real_advice(card, tiny_folder, cache):
-    """The advisor's real plan for the tiny data (computed once)."""
-    from transferkit.advisor import advise
-    from transferkit.backbones import load_backbone
-    from transferkit.data import load_dataset
-
-    return advise(load_dataset(tiny_folder), load_backbone(card), store_dir=cache / "features", device="cpu",
-                  progress=False)
-
-
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=XFAIL_FORCED[n])) if n in XFAIL_FORCED else n
     for n in strategy_names()
 ])
-def test_auto_with_the_decision_forced_to_each_strategy(name, card, tiny_folder, cache, real_advice, tmp_path,
+def test_auto_with_the_decision_forced_to_each_strategy(name, card, tiny_folder, cache, auto_fit, tmp_path,
                                                         monkeypatch):
     """The plan for every strategy the advisor can choose reaches that strategy's parameters."""
     import transferkit.advisor as advisor
@@ -223,7 +231,7 @@ def test_auto_with_the_decision_forced_to_each_strategy(name, card, tiny_folder,
         pytest.fail(f"strategy {name!r} is registered but FORCED_PLANS has no advisor plan for it: add what "
                     "the advisor's decision sets for it")
     fields = {"layer": None, "frozen_stages": None, "hidden": (), "lr": None, "body_lr_ratio": None, "epochs": None}
-    forced = dataclasses.replace(real_advice, strategy=name, **{**fields, **FORCED_PLANS[name]})
+    forced = dataclasses.replace(auto_fit[2], strategy=name, **{**fields, **FORCED_PLANS[name]})
     monkeypatch.setattr(advisor, "advise", lambda *a, **k: forced)
     run = tmp_path / "run"
     clf = TransferClassifier(backbone=card, strategy="auto", cache_dir=cache, device="cpu", precision="fp32",
