@@ -115,7 +115,15 @@ def test_full_trains_head_first_then_everything(backbone, dataset, tmp_path):
     ref = backbone.build_network(3).state_dict()
     last = load_file(str(ctx.run_dir / "checkpoints" / "epoch_0002" / "model.safetensors"))  # before best-restore
     assert not torch.equal(ref["body.stem.conv.weight"], last["body.stem.conv.weight"])
-    assert model.info["best_epoch"] in (1, 2)
+    # the restored model is the first epoch with the highest accuracy on the selection (val) split ...
+    val_acc = [h["val_acc"] for h in ctx.history]
+    assert model.info["best_epoch"] == int(np.argmax(val_acc)) + 1
+    # ... and it is that epoch's network: its accuracy on the selection images is the recorded one
+    images = dataset.decode((32, 32), "bilinear")
+    pred = model.predict_proba(images[ctx.val_idx]).argmax(axis=1)
+    assert np.mean(pred == dataset.labels[ctx.val_idx]) == pytest.approx(val_acc[model.info["best_epoch"] - 1])
+    restored = model.net.state_dict()
+    assert all(torch.equal(restored[k], last[k]) for k in last) == (model.info["best_epoch"] == 2)
     assert ctx.history[1]["lr_body"] < ctx.history[1]["lr"]
 
 
@@ -129,12 +137,15 @@ def test_scratch_starts_from_random_init(backbone, dataset, tmp_path):
 
 
 def test_hidden_trains_mlp_on_pooled_features(backbone, dataset, tmp_path):
-    pytest.importorskip("transferkit.features")
     _, ctx, model = fit("hidden", backbone, dataset, tmp_path, hidden=(16,), dropout=0.1, epochs=20)
     assert model.strategy == "hidden" and model.layer == "pool"
     assert len(ctx.history) >= 1
     proba = model.predict_proba(dataset.decode((32, 32), "bilinear"))
-    assert proba.shape == (len(dataset), 3)
+    assert proba.shape == (len(dataset), 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    # the recorded held-out (monitor) accuracy is the accuracy of these predictions
+    monitor = ctx.monitor_idx
+    acc = np.mean(proba[monitor].argmax(1) == dataset.labels[monitor])
+    assert ctx.history[-1]["monitor_acc"] == pytest.approx(acc)
 
 
 def test_mlp_head_learns_and_is_deterministic():

@@ -176,9 +176,6 @@ def no_stray_partials(cache: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ extract
-SURVIVED: dict[str, list[str]] = {"extract": [], "fit": []}
-
-
 @pytest.mark.parametrize(("point", "state"), _params(EXTRACT_POINTS, EXTRACT_QUICK, lambda p: p[0]))
 def test_extract_killed_then_rerun_equals_uninterrupted(cli, tiny_card, many_images, extract_ref, tmp_path,
                                                         point, state):
@@ -205,7 +202,6 @@ def test_extract_killed_then_rerun_equals_uninterrupted(cli, tiny_card, many_ima
     again = cli.run(*args[:-1], "--json")
     ok(again)
     assert json.loads(again.stdout)["from_cache"] is True
-    SURVIVED["extract"].append(point)
 
 
 # ------------------------------------------------------------------------------ fit
@@ -243,14 +239,31 @@ def test_fit_killed_then_resume_equals_uninterrupted(cli, tiny_card, tiny_folder
         ck = run / "checkpoints"
         assert json.loads((ck / "latest.json").read_text())["epoch"] == 2
         assert sorted(p.name for p in ck.iterdir() if not is_temporary(p)) == ["epoch_0002", "latest.json"]
-    SURVIVED["fit"].append(f"{strategy}:{point}")
 
 
-def test_zz_summary():
-    """Prints how many kill points this session survived (run last in this module)."""
-    n_e, n_f = len(SURVIVED["extract"]), len(SURVIVED["fit"])
-    print(f"\nSIGKILL points survived: extract {n_e}, fit {n_f} ({n_e + n_f} in all); "
-          f"defined: extract {len(EXTRACT_POINTS)}, fit {len(FIT_POINTS)}")
+def test_sweep_tables_name_real_kill_points():
+    """The sweep tables themselves: each point is listed once, is ``name[@text]:n`` with n >= 1, names a
+    ``kill_point("name")`` that exists in src/transferkit, and the quick subsets (what the default suite
+    runs) name defined points, so a rename in src or a typo here cannot silently drop a point.
+
+    That each point is reached and gives the uninterrupted result is asserted by the parametrised
+    tests above, one per point (``killed.killed``, then ``assert_same_run`` / the array comparisons).
+    """
+    import re
+
+    src = Path(__file__).resolve().parents[1] / "src" / "transferkit"
+    defined = set(re.findall(r'kill_point\(\s*"([^"]+)"', "\n".join(p.read_text() for p in src.rglob("*.py"))))
+    points = [p[0] for p in EXTRACT_POINTS] + [p[1] for p in FIT_POINTS]
+    for point in points:
+        m = re.fullmatch(r"([a-z_.]+)(?:@([^:]+))?:([0-9]+)", point)
+        assert m and int(m.group(3)) >= 1, f"{point!r} is not name[@text]:n"
+        assert m.group(1) in defined, f"{point!r}: no kill_point({m.group(1)!r}) in {src}; defined: {sorted(defined)}"
+    extract = [p[0] for p in EXTRACT_POINTS]
+    fit = [p[:2] for p in FIT_POINTS]
+    assert len(set(extract)) == len(extract) and len(set(fit)) == len(fit), "a kill point is listed twice"
+    assert EXTRACT_QUICK <= set(extract), EXTRACT_QUICK - set(extract)
+    assert FIT_QUICK <= set(fit), FIT_QUICK - set(fit)
+    assert {s for s, _ in FIT_QUICK} == {s for s, _ in fit} == {"partial", "linear"}  # the refs fit_refs builds
 
 
 @pytest.mark.slow  # two fresh interpreters: 20-60 s of imports on the shared machine
