@@ -150,6 +150,7 @@ def assert_auto_run(run: Path) -> dict:
     undeclared = sorted(set(advised) - declared)
     assert not undeclared, (f"the advice gives {name} parameters it does not declare: {undeclared} "
                             f"(declares {sorted(declared)})")
+    assert set(config["params"]) <= declared, "only declared parameters reach the strategy"
     assert (run / "model").is_dir()
     return config
 
@@ -200,42 +201,37 @@ def test_auto_through_the_cli(card, tiny_folder, cache, tmp_path):
     assert summary["params"] == config["params"]
 
 
-# What the advisor's decision sets for each strategy it can choose (transferkit.advisor.plan.decide):
-# the cut point for the feature strategies, hidden widths / lr / epochs for ``hidden``, and
-# lr / body_lr_ratio / epochs (+ frozen stages for ``partial``) for the network strategies.
-# Epochs are kept small here; the values are the advisor's, the schedule is the test's.
-FORCED_PLANS: dict[str, dict] = {
+# What the advisor's decision chooses for each strategy it can choose (transferkit.advisor.rules):
+# the cut point for the feature strategies, frozen stages and epochs for the network strategies;
+# everything else is the strategy's own default. Epochs are kept small here.
+FORCED_CHOICES: dict[str, dict] = {
     "linear": {"layer": "pool"},
     "intermediate": {"layer": "stage2"},
-    "hidden": {"layer": "pool", "hidden": (16,), "lr": 1e-3, "epochs": 5},
-    "partial": {"frozen_stages": 1, "lr": 1e-3, "body_lr_ratio": 0.1, "epochs": 1},
-    "full": {"lr": 1e-3, "body_lr_ratio": 0.1, "epochs": 1},
-    "scratch": {"lr": 1e-3, "body_lr_ratio": 1.0, "epochs": 1},
-}
-XFAIL_FORCED = {
-    "hidden": "src/transferkit/advisor/plan.py Advice.strategy_params emits 'layer' for the hidden plan, "
-              "but HiddenStrategy does not declare 'layer' (it always cuts at 'pool'): the advised cut is ignored",
+    "hidden": {},
+    "partial": {"freeze_stages": 1, "epochs": 1},
+    "full": {"epochs": 1},
+    "scratch": {"epochs": 1},
 }
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=XFAIL_FORCED[n])) if n in XFAIL_FORCED else n
-    for n in strategy_names()
-])
+@pytest.mark.parametrize("name", strategy_names())
 def test_auto_with_the_decision_forced_to_each_strategy(name, card, tiny_folder, cache, auto_fit, tmp_path,
                                                         monkeypatch):
     """The plan for every strategy the advisor can choose reaches that strategy's parameters."""
     import transferkit.advisor as advisor
+    from transferkit.advisor.rules import plan_of
 
-    if name not in FORCED_PLANS:
-        pytest.fail(f"strategy {name!r} is registered but FORCED_PLANS has no advisor plan for it: add what "
-                    "the advisor's decision sets for it")
-    fields = {"layer": None, "frozen_stages": None, "hidden": (), "lr": None, "body_lr_ratio": None, "epochs": None}
-    forced = dataclasses.replace(auto_fit[2], strategy=name, **{**fields, **FORCED_PLANS[name]})
+    if name not in FORCED_CHOICES:
+        pytest.fail(f"strategy {name!r} is registered but FORCED_CHOICES has no advisor plan for it: add what "
+                    "the advisor's decision chooses for it")
+    plan = plan_of(name, FORCED_CHOICES[name], ["forced by the test"])
+    fields = {k: plan[k] for k in ("layer", "frozen_stages", "hidden", "lr", "body_lr_ratio", "epochs", "params")}
+    forced = dataclasses.replace(auto_fit[2], strategy=name, **fields)
     monkeypatch.setattr(advisor, "advise", lambda *a, **k: forced)
     run = tmp_path / "run"
     clf = TransferClassifier(backbone=card, strategy="auto", cache_dir=cache, device="cpu", precision="fp32",
                              batch_size=8, progress=False).fit(tiny_folder, run_dir=run)
     config = assert_auto_run(run)
     assert config["strategy"] == clf.strategy_ == name
-    assert config["advice"]["params"], "every plan above advises at least one parameter"
+    assert config["advice"]["params"] == {k: list(v) if isinstance(v, tuple) else v
+                                          for k, v in FORCED_CHOICES[name].items()}

@@ -209,9 +209,11 @@ class TransferClassifier:
             advice = result.to_dict()
             name = result.strategy
             planned = result.strategy_params()
-        params = dict(get_strategy(name).defaults)
-        params.update(planned)
-        params.update(explicit)
+        declared = get_strategy(name).defaults
+        # A setting the strategy does not read (``epochs`` for ``linear``, a ``batch_size`` given
+        # for whatever ``auto`` picks) is not passed on; the run records it as ignored.
+        self.ignored_params_ = {k: v for k, v in explicit.items() if k not in declared}
+        params = {**declared, **planned, **{k: v for k, v in explicit.items() if k in declared}}
         return name, params, advice
 
     # ------------------------------------------------------------------------ predict
@@ -293,6 +295,7 @@ class TransferClassifier:
             "strategy": self.strategy_, "requested_strategy": self.strategy, "params": self.params_,
             "backbone": {"spec": str(bb.spec), "name": bb.name, "arch": bb.arch, "pretrained": bb.pretrained,
                          "weights_hash": bb.weights_hash, "card": bb.card()},
+            "ignored_params": getattr(self, "ignored_params_", {}),
             "classes": self.classes_, "seed": self.seed, "device": self.device, "precision": self.precision,
             "data": self.data_, "split": self.split_, "advice": self.advice_,
             "command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -336,6 +339,7 @@ class TransferClassifier:
         clf.split_ = config.get("split", {})
         clf.data_ = config.get("data", {})
         clf.advice_ = config.get("advice")
+        clf.ignored_params_ = config.get("ignored_params", {})
         clf.model_ = get_strategy(config["strategy"]).load(run_dir / MODEL_DIR, bb)
         clf.history_ = read_json(run_dir / RUN_HISTORY) if (run_dir / RUN_HISTORY).is_file() else []
         metrics = read_json(run_dir / RUN_METRICS) if (run_dir / RUN_METRICS).is_file() else {}

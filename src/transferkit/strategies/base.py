@@ -172,11 +172,13 @@ NETWORK_DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.0,
     "augment": True,
     "flip": True,
+    "crop_scale": 0.5,
     "grad_accum": 1,
     "early_stopping_patience": None,
     "bn_policy": "eval",
     "hidden": (),
     "dropout": 0.0,
+    "num_workers": 0,
 }
 
 

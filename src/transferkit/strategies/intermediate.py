@@ -18,7 +18,9 @@ class IntermediateStrategy(FeatureStoreStrategy):
     description: ClassVar[str] = ("Network cut at an earlier layer; classifier (optionally hidden FC layers) "
                                   "on that layer's pooled activations.")
     case: ClassVar[str] = "small & different"
-    defaults: ClassVar[dict[str, Any]] = {"layer": None, "pool": "avg", "hidden": (), "dropout": 0.2}
+    # epochs and lr are the MLP head's, used only with hidden widths.
+    defaults: ClassVar[dict[str, Any]] = {"layer": None, "pool": "avg", "hidden": (), "dropout": 0.2,
+                                          "epochs": 100, "lr": 1e-3}
 
     def fit(self, ctx: FitContext) -> FittedModel:
         from ._probe import best_layer_by_cv, fit_feature_model
