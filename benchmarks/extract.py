@@ -98,7 +98,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     from transferkit.backbones import load_backbone
-    from transferkit.device import describe, resolve_device, resolve_precision
+    from transferkit.runtime import describe, resolve_device, resolve_precision
 
     bb = load_backbone(args.backbone)
     dev = resolve_device("auto")

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import transferkit.features as tkf
-from transferkit.device import resolve_device, resolve_precision
 from transferkit.errors import ConfigError
 from transferkit.features import FeatureSet, StoreWarning, compute_features, extract_features
+from transferkit.runtime import resolve_device, resolve_precision
 
 HERE = Path(__file__).resolve().parent
 LAYERS = ["stem", "stage1", "stage2", "pool"]

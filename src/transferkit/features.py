@@ -48,9 +48,9 @@ import numpy as np
 import torch
 
 from . import __version__
-from .device import inference_context, resolve_device, resolve_precision
 from .errors import ConfigError, DataError, StoreError
 from .io import atomic_path, atomic_write_json, kill_point, sha256_json
+from .runtime import inference_context, resolve_device, resolve_precision
 
 STORE_FORMAT = 1
 DEFAULT_CHUNK_IMAGES = 256
