@@ -43,7 +43,9 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 def default_cache_dir() -> Path:
     """Where features and decoded images are cached: $TRANSFERKIT_CACHE or ~/.cache/transferkit."""
-    return Path(os.environ.get("TRANSFERKIT_CACHE") or Path.home() / ".cache" / "transferkit")
+    from .runtime import CacheLayout
+
+    return CacheLayout.default().root
 
 
 def library_versions() -> dict[str, str]:
