@@ -169,7 +169,8 @@ def lightning_precision(precision: str) -> str:
 
 
 def _cpu_trains_bf16() -> bool:
-    # oneDNN's own answer (it emulates bf16 where the CPU lacks it, still faster than fp32 for training).
+    # oneDNN's check, which the training loop has always used (unlike cpu_has_fast_bf16, it does not
+    # require native bf16 instructions: oneDNN also runs bf16 on some CPUs without them).
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
