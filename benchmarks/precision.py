@@ -60,7 +60,8 @@ def main() -> None:
 
     bb = load_backbone(args.backbone)
     print(f"backbone {bb.name}, layer {args.layer}; {describe(resolve_device('auto'), 'bf16')}")
-    store = args.store or Path(tempfile.mkdtemp(prefix="tk-precision-"))
+    # A fresh cache's features/ folder: the decoded images go next to it (CacheLayout), not into /tmp.
+    store = args.store or Path(tempfile.mkdtemp(prefix="tk-precision-")) / "features"
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     for data in args.data:
         diffs = []

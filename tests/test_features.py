@@ -326,7 +326,8 @@ def test_store_round_trip_property(n, chunk, batch, dims, first, second):
     bb = LinearBackbone(dims)
     x = torch.from_numpy(ds.decode((4, 4)))
     expected = {k: v.numpy() for k, v in bb.forward_layers(x, names).items()}
-    with tempfile.TemporaryDirectory() as store:
+    with tempfile.TemporaryDirectory() as cache:
+        store = Path(cache) / "features"  # the decode cache goes to <cache>/decoded, inside the temporary
         a = run(bb, ds, first, store, batch_size=batch, chunk_size=chunk)
         b = run(bb, ds, second, store, batch_size=batch, chunk_size=chunk)
         assert b.from_cache == set(second).issubset(first)
