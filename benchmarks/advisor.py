@@ -319,8 +319,7 @@ def report(results: dict[str, Any], names: list[str], epochs: int) -> dict[str, 
 def machine_info(device: str, precision: str) -> dict[str, Any]:
     import torch
 
-    from transferkit.device import describe, resolve_device, resolve_precision
-    from transferkit.engine import resolve_precision as training_precision
+    from transferkit.runtime import describe, resolve_device, resolve_precision, training_precision
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)

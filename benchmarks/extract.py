@@ -60,9 +60,12 @@ def plain_loop(bb, data: Path, limit: int | None, batch_size: int, workers: int)
     return n, time.perf_counter() - t0
 
 
-def transferkit_run(bb, data: Path, limit: int | None, store: Path, batch_size: int, precision: str):
+def transferkit_run(bb, data: Path, limit: int | None, cache: Path, batch_size: int, precision: str):
     from transferkit.data import load_dataset
     from transferkit.features import extract_features
+    from transferkit.runtime import CacheLayout
+
+    store = CacheLayout(cache).features  # decoded images go to the fresh cache's decoded/ folder
 
     t0 = time.perf_counter()
     ds = load_dataset(str(data))
@@ -78,7 +81,7 @@ def transferkit_run(bb, data: Path, limit: int | None, store: Path, batch_size: 
         runs.append((time.perf_counter() - t0, fs))
     # Split of the cold run: decode alone (fresh cache dir), forward = the rest.
     t0 = time.perf_counter()
-    ds.decode(bb.preprocessing.input_size[1:], bb.preprocessing.interpolation, store / "decode-probe",
+    ds.decode(bb.preprocessing.input_size[1:], bb.preprocessing.interpolation, cache / "decode-probe",
               progress=False)
     t_decode = time.perf_counter() - t0
     return len(ds), n_loaded, t_load, runs, t_decode
@@ -98,7 +101,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     from transferkit.backbones import load_backbone
-    from transferkit.device import describe, resolve_device, resolve_precision
+    from transferkit.runtime import describe, resolve_device, resolve_precision
 
     bb = load_backbone(args.backbone)
     dev = resolve_device("auto")
@@ -113,12 +116,12 @@ def main() -> None:
           f"precision={prec}; plain loop batch={args.baseline_batch_size} workers={args.baseline_workers} fp32")
     totals = {"a": [0, 0.0], "b": [0, 0.0], "c": [0, 0.0], "load": [0, 0.0]}
     for data in args.data:
-        store = Path(tempfile.mkdtemp(prefix="tk-bench-"))
+        cache = Path(tempfile.mkdtemp(prefix="tk-bench-"))
         try:
             n_a, t_a = plain_loop(bb, data, args.limit, args.baseline_batch_size, args.baseline_workers)
-            n_b, n_loaded, t_load, runs, t_dec = transferkit_run(bb, data, args.limit, store, args.batch_size, prec)
+            n_b, n_loaded, t_load, runs, t_dec = transferkit_run(bb, data, args.limit, cache, args.batch_size, prec)
         finally:
-            shutil.rmtree(store, ignore_errors=True)
+            shutil.rmtree(cache, ignore_errors=True)
         (t_b, fs_b), (t_c, fs_c) = runs
         assert not fs_b.from_cache and fs_c.from_cache
         for k, n, t in (("a", n_a, t_a), ("b", n_b, t_b), ("c", n_b, t_c), ("load", n_b, t_load)):

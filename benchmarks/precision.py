@@ -5,7 +5,7 @@ seed=s)``; a tree with split folders keeps its folders, so one seed is enough th
 features extracted in fp32 and in bf16 autocast (both channels_last) go through the same linear
 probe as ``strategy="linear"`` (standardise, cross-validated multinomial logistic regression over
 the same C grid), scored on the held-out part. Prints both accuracies, the paired difference per
-split and its mean and standard error; the rule in ``transferkit.device`` is that bf16 may be the
+split and its mean and standard error; the rule in ``transferkit.runtime`` is that bf16 may be the
 CPU default only when it keeps the probe within 0.3 points of fp32.
 
     .venv/bin/python benchmarks/precision.py                                  # hymenoptera + flowers5
@@ -54,12 +54,13 @@ def main() -> None:
 
     from transferkit.backbones import load_backbone
     from transferkit.data import load_dataset
-    from transferkit.device import describe, resolve_device
     from transferkit.features import extract_features
+    from transferkit.runtime import describe, resolve_device
 
     bb = load_backbone(args.backbone)
     print(f"backbone {bb.name}, layer {args.layer}; {describe(resolve_device('auto'), 'bf16')}")
-    store = args.store or Path(tempfile.mkdtemp(prefix="tk-precision-"))
+    # A fresh cache's features/ folder: the decoded images go next to it (CacheLayout), not into /tmp.
+    store = args.store or Path(tempfile.mkdtemp(prefix="tk-precision-")) / "features"
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     for data in args.data:
         diffs = []

@@ -131,6 +131,7 @@ def main(argv: list[str]) -> None:
     import argparse
 
     import transferkit.features as tkf
+    import transferkit.features.extract as extract_module
 
     ap = argparse.ArgumentParser()
     ap.add_argument("store")
@@ -140,7 +141,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--n", type=int, default=48)
     args = ap.parse_args(argv)
     if args.sleep:
-        tkf._after_chunk = lambda s, e: time.sleep(args.sleep)
+        extract_module._after_chunk = lambda s, e: time.sleep(args.sleep)
     fs = tkf.extract_features(FakeBackbone(), FakeDataset(n=args.n), ["stem", "stage2", "pool"],
                               store_dir=args.store, batch_size=2, chunk_size=args.chunk, progress=False,
                               device="cpu", precision="fp32")

@@ -224,12 +224,13 @@ def test_oom_halves_the_micro_batch(tmp_path):
 
 def test_cpu_splits_large_batches_into_micro_batches_with_the_same_gradients(tmp_path, monkeypatch):
     import transferkit.engine as engine
+    import transferkit.engine.loop as loop
 
     cfg = TrainConfig(epochs=1, augment=False, **{**FAST, "batch_size": 32, "bn_policy": "eval"})
     split_net, whole_net = tiny_net(), tiny_net()
     res = fit_network(split_net, make_data(64, 0), None, cfg, tmp_path / "split", progress=False, device="cpu")
     assert any("2 micro-batches of at most 16" in e for e in res.events)
-    monkeypatch.setattr(engine, "CPU_MICRO_BATCH", 64)
+    monkeypatch.setattr(loop, "CPU_MICRO_BATCH", 64)  # where the loop reads it
     res = fit_network(whole_net, make_data(64, 0), None, cfg, tmp_path / "whole", progress=False, device="cpu")
     assert not any("micro-batches" in e for e in res.events)
     a, b = state(split_net), state(whole_net)
@@ -246,9 +247,9 @@ def test_early_stopping_restores_best(tmp_path):
 
 
 def test_bf16_autocast_trains(tmp_path):
-    from transferkit.engine import resolve_precision
+    from transferkit.runtime import training_precision
 
-    if resolve_precision("auto", "cpu") != "bf16-mixed":
+    if training_precision("auto", "cpu") != "bf16-mixed":
         pytest.skip("this CPU has no native bf16")
     cfg = TrainConfig(epochs=1, **{**FAST, "precision": "auto"})
     res = fit_network(tiny_net(), make_data(32, 0), None, cfg, tmp_path, progress=False, device="cpu")
@@ -258,7 +259,7 @@ def test_bf16_autocast_trains(tmp_path):
 def test_strided_depthwise_runs_fp32_under_cpu_bf16_and_is_restored():
     from torch import nn
 
-    from transferkit.device import fp32_strided_depthwise
+    from transferkit.runtime import fp32_strided_depthwise
 
     torch.manual_seed(0)
     dw = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8)

@@ -22,7 +22,7 @@ import torch
 from features_fakes import FakeBackbone, FakeDataset
 from safetensors.torch import load_file, save_file
 
-import transferkit.features as tkf
+import transferkit.features.extract as tkf  # the module that reads the _after_chunk hook
 from transferkit.errors import StoreError
 from transferkit.features import extract_features, write_feature_file
 

@@ -1,4 +1,4 @@
-"""Fast tests of transferkit.features (feature store) and transferkit.device on tiny fakes / models."""
+"""Fast tests of transferkit.features (feature store) on tiny fakes / models (resolver: test_runtime.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from features_fakes import FakeBackbone, FakeDataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import transferkit
 import transferkit.features as tkf
-from transferkit.device import resolve_device, resolve_precision
+import transferkit.features.extract as extract_module  # holds the _after_chunk test hook
 from transferkit.errors import ConfigError
 from transferkit.features import FeatureSet, StoreWarning, compute_features, extract_features
+from transferkit.io import sha256_json
 
 HERE = Path(__file__).resolve().parent
 LAYERS = ["stem", "stage1", "stage2", "pool"]
@@ -104,7 +106,7 @@ def test_subset_from_store_and_superset_computes_only_missing(tmp_path):
 
 
 def key_of(bb, ds, layer="pool", pool="avg", precision="fp32"):
-    return tkf.sha256_json(tkf.layer_key_meta(bb, ds, layer, pool, precision))
+    return sha256_json(tkf.layer_key_meta(bb, ds, layer, pool, precision))
 
 
 def test_key_covers_everything_that_changes_the_numbers():
@@ -123,7 +125,7 @@ def test_key_covers_everything_that_changes_the_numbers():
     }
     assert len(set(variants.values()) | {base}) == len(variants) + 1, variants
     meta = tkf.layer_key_meta(FakeBackbone(), ds, "pool", "avg", "fp32")
-    assert meta["transferkit"] == tkf.__version__
+    assert meta["transferkit"] == transferkit.__version__
     assert meta["preprocessing"]["interpolation"] == "bilinear"
 
 
@@ -141,7 +143,9 @@ def test_grid_pooling_and_decode_streaming_match(tmp_path):
     streamed = run(bb, ds, ["stage1"], tmp_path / "b", pool=2, decode_cache=False)
     assert cached.features["stage1"].shape == (10, 16 * 4)
     np.testing.assert_array_equal(cached.features["stage1"], streamed.features["stage1"])
-    assert (tmp_path / "a" / "decoded").is_dir() and not (tmp_path / "b" / "decoded").exists()
+    # The decode cache lives next to the store (CacheLayout: <cache>/features, <cache>/decoded).
+    assert len(list((tmp_path / "decoded").iterdir())) == 1
+    assert not (tmp_path / "a" / "decoded").exists() and not (tmp_path / "b" / "decoded").exists()
 
 
 def test_featureset_split_helpers(tmp_path):
@@ -231,7 +235,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
         if len(done) == 2:
             raise Interrupt
 
-    monkeypatch.setattr(tkf, "_after_chunk", hook)
+    monkeypatch.setattr(extract_module, "_after_chunk", hook)
     with pytest.raises(Interrupt):
         run(FakeBackbone(), ds, LAYERS, tmp_path / "run")
     key = ref.keys["pool"]
@@ -240,7 +244,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
     # Simulate a kill between two layers' chunk writes: one layer lacks chunk 1.
     (tmp_path / "run" / f"{ref.keys['stem']}.partial" / "0000000008-0000000016.npy").unlink()
     done.clear()
-    monkeypatch.setattr(tkf, "_after_chunk", lambda s, e: done.append((s, e)))
+    monkeypatch.setattr(extract_module, "_after_chunk", lambda s, e: done.append((s, e)))
     bb = FakeBackbone()
     spy = Spy(bb)
     resumed = run(bb, ds, LAYERS, tmp_path / "run")
@@ -257,10 +261,10 @@ def test_partial_with_other_layout_is_discarded(tmp_path, monkeypatch):
     def stop(s, e):
         raise Interrupt
 
-    monkeypatch.setattr(tkf, "_after_chunk", stop)
+    monkeypatch.setattr(extract_module, "_after_chunk", stop)
     with pytest.raises(Interrupt):
         run(FakeBackbone(), ds, ["pool"], tmp_path, chunk_size=8)
-    monkeypatch.setattr(tkf, "_after_chunk", None)
+    monkeypatch.setattr(extract_module, "_after_chunk", None)
     with pytest.warns(StoreWarning, match="Discarding"):
         fs = run(FakeBackbone(), ds, ["pool"], tmp_path, chunk_size=4)
     ref = run(FakeBackbone(), ds, ["pool"], tmp_path / "ref", chunk_size=4)
@@ -294,12 +298,12 @@ def test_sigkill_mid_extraction_then_resume_is_exact(tmp_path):
     n_chunks = len(list(store.glob("*.partial/*.npy")))
     assert 3 <= n_chunks < 36
     done = []
-    tkf._after_chunk = lambda s, e: done.append(s)
+    extract_module._after_chunk = lambda s, e: done.append(s)
     try:  # re-run (in this process) on the same store: only the missing chunks are computed
         resumed = extract_features(FakeBackbone(), FakeDataset(n=48), ["stem", "stage2", "pool"], store_dir=store,
                                    batch_size=2, chunk_size=4, progress=False, device="cpu", precision="fp32")
     finally:
-        tkf._after_chunk = None
+        extract_module._after_chunk = None
     assert 0 < len(done) < 12 and not resumed.from_cache
     fresh = extract_features(FakeBackbone(), FakeDataset(n=48), ["stem", "stage2", "pool"],
                              store_dir=tmp_path / "fresh", batch_size=2, chunk_size=4, progress=False,
@@ -322,7 +326,8 @@ def test_store_round_trip_property(n, chunk, batch, dims, first, second):
     bb = LinearBackbone(dims)
     x = torch.from_numpy(ds.decode((4, 4)))
     expected = {k: v.numpy() for k, v in bb.forward_layers(x, names).items()}
-    with tempfile.TemporaryDirectory() as store:
+    with tempfile.TemporaryDirectory() as cache:
+        store = Path(cache) / "features"  # the decode cache goes to <cache>/decoded, inside the temporary
         a = run(bb, ds, first, store, batch_size=batch, chunk_size=chunk)
         b = run(bb, ds, second, store, batch_size=batch, chunk_size=chunk)
         assert b.from_cache == set(second).issubset(first)
@@ -352,26 +357,6 @@ class LinearBackbone(FakeBackbone):
     def forward_layers(self, x, layers, pool="avg"):
         m = x.float().mean((2, 3))
         return {k: m @ self.maps[int(k[1:])] for k in layers}
-
-
-# ---------------------------------------------------------------------------------- device
-def test_resolve_device_and_precision():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in {"cpu", "cuda"}
-    if not torch.cuda.is_available():
-        assert resolve_device("auto") == torch.device("cpu")
-        for bad in ("cuda", "cuda:1"):
-            with pytest.raises(ConfigError, match="not available"):
-                resolve_device(bad)
-    with pytest.raises(ConfigError, match="device"):
-        resolve_device("tpu")
-    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
-    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    assert resolve_precision("auto", torch.device("cpu")) in {"fp32", "bf16"}
-    with pytest.raises(ConfigError, match="precision"):
-        resolve_precision("half", torch.device("cpu"))
-    with pytest.raises(ConfigError, match="only supported on CUDA"):
-        resolve_precision("fp16", torch.device("cpu"))
 
 
 # ------------------------------------------------------------- real data / backbones modules

@@ -86,6 +86,6 @@ def test_bf16_probe_within_0p3_points_of_fp32_flowers5(v1, shared_dir, tmp_path)
         # The rule: bf16 that moves the probe by more than 0.3 points is not chosen automatically.
         import torch
 
-        from transferkit.device import resolve_precision
+        from transferkit.runtime import resolve_precision
 
         assert resolve_precision("auto", torch.device("cpu")) == "fp32"

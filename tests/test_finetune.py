@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import make_image_folder
 
+from transferkit.runtime import CacheLayout
 from transferkit.strategies.base import FitContext
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -58,7 +59,7 @@ def make_ctx(backbone, dataset, tmp_path, **params) -> FitContext:
         monitor_idx=held[1::2],
         params=params,
         run_dir=tmp_path / "run",
-        store_dir=tmp_path / "cache" / "features",
+        cache=CacheLayout(tmp_path / "cache"),
         device="cpu",
         precision="fp32",
         seed=0,

@@ -43,12 +43,13 @@ RUN_HISTORY = "history.json"
 RUN_VERSIONS = "versions.json"
 MODEL_DIR = "model"
 
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def default_cache_dir() -> Path:
     """Where features and decoded images are cached: $TRANSFERKIT_CACHE or ~/.cache/transferkit."""
-    return Path(os.environ.get("TRANSFERKIT_CACHE") or Path.home() / ".cache" / "transferkit")
+    from .runtime import CacheLayout
+
+    return CacheLayout.default().root
 
 
 def library_versions() -> dict[str, str]:
@@ -125,7 +126,7 @@ class TransferClassifier:
         run_path = Path(run_dir) if run_dir is not None else None
         if resume and run_path is None:
             raise ConfigError("resume=True needs the run_dir of the interrupted run.")
-        work_dir = run_path or Path(self._cache() / "runs" / f"tmp-{os.getpid()}-{time.time_ns()}")
+        work_dir = run_path or self._cache().runs / f"tmp-{os.getpid()}-{time.time_ns()}"
         work_dir.mkdir(parents=True, exist_ok=True)
 
         self.backbone_ = backbone
@@ -143,7 +144,7 @@ class TransferClassifier:
 
         ctx = FitContext(backbone=backbone, dataset=dataset, train_idx=roles.train, val_idx=roles.val,
                          monitor_idx=roles.scored, params=params, run_dir=work_dir,
-                         store_dir=self._cache() / "features", device=self.device, precision=self.precision,
+                         cache=self._cache(), device=self.device, precision=self.precision,
                          seed=self.seed, progress=self.progress, resume=resume)
         start = time.perf_counter()
         self.model_ = strategy.fit(ctx)
@@ -161,9 +162,9 @@ class TransferClassifier:
 
         if self.strategy != "auto":
             get_strategy(self.strategy)  # raises with the list of valid names
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"The 'precision' parameter must be one of {set(PRECISIONS)}. "
-                              f"Got {self.precision!r} instead.")
+        from .runtime import canonical_precision
+
+        canonical_precision(self.precision)  # one vocabulary (runtime.PRECISIONS); raises naming it
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int | np.integer) or value < 1):
@@ -188,7 +189,9 @@ class TransferClassifier:
         return load_backbone(self.backbone)
 
     def _cache(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
+        from .runtime import CacheLayout
+
+        return CacheLayout.of(self.cache_dir)
 
     def _resolve_strategy(self, dataset, backbone, roles: Roles) -> tuple[str, dict[str, Any], dict | None]:
         from .strategies import get_strategy
@@ -204,7 +207,7 @@ class TransferClassifier:
             from .advisor import advise
 
             # The advisor measures exactly the images the strategy will train on.
-            result = advise(dataset, backbone, roles=roles, store_dir=self._cache() / "features",
+            result = advise(dataset, backbone, roles=roles, store_dir=self._cache().features,
                             device=self.device, seed=self.seed, progress=self.progress)
             advice = result.to_dict()
             name = result.strategy
@@ -233,7 +236,7 @@ class TransferClassifier:
                                 f"got {X.dtype} {X.shape}. Pass file paths instead to have them resized.")
             return X
         if hasattr(X, "decode"):
-            return X.decode(size, pre.interpolation, cache_dir=self._cache() / "decoded")
+            return X.decode(size, pre.interpolation, cache_dir=self._cache().decoded)
         from .data import load_image_uint8
 
         paths = [X] if isinstance(X, str | Path) else list(X)

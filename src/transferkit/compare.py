@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from .api import TransferClassifier, as_dataset, default_cache_dir, library_versions
+from .api import TransferClassifier, as_dataset, library_versions
 from .data.roles import Roles, per_class_roles, split_roles
 from .errors import ConfigError
 from .io import atomic_write_json
+from .runtime import CacheLayout
 from .strategies import BASELINE, get_strategy, strategy_names
 
 DEFAULT_SIZES = (5, 10, 25, 50)
@@ -65,7 +66,7 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = logged_to(out_dir / "compare.log", log)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = CacheLayout.of(cache_dir)
     dataset = as_dataset(data, seed=seed)
     bb = backbone if hasattr(backbone, "forward_layers") else load_backbone(backbone)
     roles = split_roles(dataset, 0.15, seed)
@@ -78,7 +79,7 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
         # features keeps its own (cheap) schedule.
         budget = epochs if not get_strategy(name).uses_feature_store else None
         return TransferClassifier(backbone=bb, strategy=name, epochs=params.pop("epochs", budget),
-                                  params=params, device=device, precision=precision, cache_dir=cache,
+                                  params=params, device=device, precision=precision, cache_dir=cache.root,
                                   seed=seed, progress=progress)
 
     result: dict[str, Any] = {
@@ -103,7 +104,7 @@ def compare(data: Any, backbone: Any, out_dir: str | Path, *,
 
         log("advisor: measuring size and similarity")
         t0 = time.perf_counter()
-        advice = run_advisor(dataset, bb, roles=roles, store_dir=cache / "features", device=device,
+        advice = run_advisor(dataset, bb, roles=roles, store_dir=cache.features, device=device,
                              seed=seed, progress=progress)
         result["advisor"] = advice.to_dict()
         result["advisor"]["seconds"] = round(time.perf_counter() - t0, 2)

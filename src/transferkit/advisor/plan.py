@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data.roles import duplicate_ids, train_mask
+from ..runtime import CacheLayout
 from ..strategies import strategy_class
 from . import similarity as sim_mod
 from . import transferability as tr
@@ -154,7 +155,7 @@ def _subsample_images(dataset, train_idx: np.ndarray, labels: np.ndarray, backbo
     pick = train_idx[sim_mod.subsample_indices(labels[train_idx], sim_mod.BN_MAX_IMAGES, seed)]
     pre = backbone.preprocessing
     size = tuple(pre.input_size[1:])
-    cache_dir = Path(store_dir).parent / "decoded"  # where the strategies cache the decoded images
+    cache_dir = CacheLayout.from_store_dir(store_dir).decoded  # where the strategies cache decoded images
     full_cache = None
     try:
         full_cache = dataset.cache_path(cache_dir, size, pre.interpolation)

@@ -29,10 +29,10 @@ def symmetric_kl_gaussian(m_t, v_t, m_s, v_s) -> np.ndarray:
 
 def _resolve(device: str, precision: str):
     """(torch.device, precision) as the feature store resolves them (bf16 where it is native)."""
-    from ..device import resolve_device, resolve_precision
+    from ..runtime import resolve_device, resolve_precision
 
     dev = resolve_device(device)
-    return dev, resolve_precision(precision, dev)
+    return dev, resolve_precision(precision, dev, "extract")
 
 
 def _bn_groups(backbone) -> dict[int, str]:
@@ -80,7 +80,7 @@ def run_target_images(
     import torch
     import torch.nn as nn
 
-    from ..device import inference_context
+    from ..runtime import inference_context
 
     dev, prec = _resolve(device, precision)
     model = backbone.model

@@ -45,15 +45,16 @@ def extract(
     as_json: JsonOpt = False,
 ) -> None:
     """Extract pooled features of several layers in one pass into the on-disk store."""
-    from ..api import as_dataset, default_cache_dir
+    from ..api import as_dataset
     from ..features import extract_features, write_feature_file
+    from ..runtime import CacheLayout
 
     dataset = as_dataset(data)
     bb = built_backbone(backbone, weights, allow_outside_weights)
     names = csv_list(layers) or ["pool"]
     for name in names:
         bb.layer(name)
-    fs = extract_features(bb, dataset, names, store_dir=(cache_dir or default_cache_dir()) / "features",
+    fs = extract_features(bb, dataset, names, store_dir=CacheLayout.of(cache_dir).features,
                           batch_size=batch_size, device=device, precision=precision,
                           pool=int(pool) if pool.isdigit() else pool, progress=not quiet)
     if out_file is not None:
@@ -108,11 +109,12 @@ def advise(
 ) -> None:
     """Measure size and similarity to the backbone's source data, and plan the strategy (with reasons)."""
     from ..advisor import advise as run_advisor
-    from ..api import as_dataset, default_cache_dir
+    from ..api import as_dataset
+    from ..runtime import CacheLayout
 
     dataset = as_dataset(data, seed=seed)
     bb = built_backbone(backbone, weights, allow_outside_weights)
-    advice = run_advisor(dataset, bb, store_dir=(cache_dir or default_cache_dir()) / "features", device=device,
+    advice = run_advisor(dataset, bb, store_dir=CacheLayout.of(cache_dir).features, device=device,
                          seed=seed, progress=not quiet)
     if as_json:
         print_json(advice.to_dict())
@@ -134,12 +136,13 @@ def rank(
 ) -> None:
     """Order candidate backbones by transferability (LogME, kNN, probe) without fine-tuning any."""
     from ..advisor import rank_backbones
-    from ..api import as_dataset, default_cache_dir
+    from ..api import as_dataset
+    from ..runtime import CacheLayout
 
     dataset = as_dataset(data, seed=seed)
     specs = csv_list(backbones_)
     candidates = [backbone_arg(s) for s in specs]
-    rows = rank_backbones(dataset, candidates, store_dir=(cache_dir or default_cache_dir()) / "features",
+    rows = rank_backbones(dataset, candidates, store_dir=CacheLayout.of(cache_dir).features,
                           device=device, seed=seed, progress=not quiet)
     for row in rows:  # name candidates the way the user wrote them
         row["spec"] = specs[row.pop("input_index")]

@@ -25,7 +25,6 @@ from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, read_mod
 if TYPE_CHECKING:
     from ..backbones import Backbone
 
-PRECISION_ALIASES = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
 class NetworkModel(FittedModel):
@@ -134,8 +133,7 @@ def decoded_images(ctx: FitContext, backbone: Backbone) -> np.ndarray:
     """The whole dataset as uint8 (N,3,H,W) at the backbone's input size, decoded once (cached)."""
     pre = backbone.preprocessing
     size = tuple(pre.input_size[1:])
-    cache = Path(ctx.store_dir).parent / "decoded" if ctx.store_dir is not None else None
-    images = ctx.dataset.decode(size, pre.interpolation, cache_dir=cache, progress=ctx.progress)
+    images = ctx.dataset.decode(size, pre.interpolation, cache_dir=ctx.cache.decoded, progress=ctx.progress)
     if len(images) != len(ctx.dataset.labels):
         raise DataError(
             f"Decoding {ctx.dataset.name!r} gave {len(images)} images for {len(ctx.dataset.labels)} "
@@ -154,8 +152,7 @@ def _subset(images: np.ndarray, labels: np.ndarray, idx: np.ndarray | None) -> A
 def train_config(params: dict[str, Any], ctx: FitContext, **overrides: Any) -> TrainConfig:
     params = dict(params)
     params.setdefault("seed", ctx.seed)
-    prec = getattr(ctx, "precision", "auto") or "auto"
-    params.setdefault("precision", PRECISION_ALIASES.get(prec, prec))
+    params.setdefault("precision", ctx.precision or "auto")  # TrainConfig takes either vocabulary
     if params.get("freeze_until") is not None:
         params["freeze_stages"] = 0
     return TrainConfig.from_params(params, **overrides)

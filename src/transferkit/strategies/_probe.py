@@ -39,7 +39,7 @@ def stored_features(ctx: FitContext, layers: list[str], pool: str | int = "avg")
     """Features of every image of ``ctx.dataset`` at ``layers``, from the store (one pass if missing)."""
     from ..features import extract_features
 
-    return extract_features(ctx.backbone, ctx.dataset, layers, store_dir=ctx.store_dir, device=ctx.device,
+    return extract_features(ctx.backbone, ctx.dataset, layers, store_dir=ctx.cache.features, device=ctx.device,
                             precision=ctx.precision, pool=pool, progress=ctx.progress)
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from ..backbones import Backbone
     from ..data import ImageDataset
+    from ..runtime import CacheLayout
 
 
 @dataclass
@@ -33,7 +34,8 @@ class FitContext:
     record learning curves for the report, never to choose anything.
 
     Feature-based strategies extract features for the whole ``dataset`` once (one store
-    entry, reused by every strategy and every subset) and index them with these arrays.
+    entry in ``cache.features``, reused by every strategy and every subset) and index them with
+    these arrays; network strategies decode it once into ``cache.decoded``.
     """
 
     backbone: Backbone
@@ -43,7 +45,7 @@ class FitContext:
     monitor_idx: np.ndarray | None
     params: dict[str, Any]
     run_dir: Path
-    store_dir: Path
+    cache: CacheLayout
     device: str = "auto"
     precision: str = "auto"
     seed: int = 0
@@ -52,6 +54,11 @@ class FitContext:
     # Filled by the strategy as it trains: one dict per epoch (epoch, train_loss, val_loss,
     # val_acc, monitor_acc, lr, seconds); written to the run directory as history.json.
     history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def store_dir(self) -> Path:
+        """The feature store (``cache.features``)."""
+        return self.cache.features
 
     @property
     def train(self) -> ImageDataset:

@@ -1,17 +1,37 @@
-"""Device and numeric-precision selection for inference and training.
+"""Where and how numbers are computed (device, precision) and where they are cached on disk.
 
-``resolve_device("auto")`` picks CUDA when it is available, else the CPU; a device that is
-asked for by name but is not on this machine is a ``ConfigError`` (never a silent fallback).
+Device: ``resolve_device("auto")`` picks CUDA when it is available, else the CPU; a device that is
+asked for by name but is not on this machine is a ``ConfigError`` (never a silent fallback). The
+feature store, the training loop (through Fabric) and prediction all resolve it here.
 
-``resolve_precision("auto", device)`` picks:
-- CUDA: bf16 autocast when the GPU supports it, else fp16;
-- CPU: fp32 (channels_last). bf16 autocast is available explicitly (``precision="bf16"``) and is
-  about 2x faster on CPUs with native bf16 (AVX512-BF16 / AMX), but it failed the accuracy rule below,
-  so "auto" does not pick it on the CPU. Emulated bf16 (older CPUs) would also be slower than fp32.
+Precision has one vocabulary, ``PRECISIONS = ("auto", "fp32", "bf16", "fp16")``; Lightning's names
+(``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``) are accepted as synonyms, because training
+configurations stored in old run directories and checkpoints hold them, and ``lightning_precision``
+is the one place that maps to them. ``resolve_precision(precision, device, purpose)`` resolves
+``"auto"`` differently for extraction and for training, on purpose:
 
-The rule: bf16 (+ channels_last) must keep linear-probe accuracy within 0.3 points of fp32.
-Measured (mobilenetv1_075 Keras card, "pool" features, StandardScaler + LogisticRegression,
-AMD EPYC 2 cores with AVX512-BF16, torch 2.15 CPU; see ``BF16_MEASUREMENTS``):
+=============  ====================================  =============================================
+``auto`` on    purpose="extract" (feature store,      purpose="train" (fine-tuning, pretrain)
+               advisor passes)
+=============  ====================================  =============================================
+CPU            fp32 (bf16 failed the accuracy rule   bf16 (autocast) when oneDNN runs bf16
+               below)                                (``torch.ops.mkldnn._is_mkldnn_bf16_supported``),
+                                                     else fp32
+CUDA           bf16 when the GPU supports it,        bf16 when the GPU supports it, else fp16
+               else fp16                             (AMP with a grad scaler)
+=============  ====================================  =============================================
+
+An explicit ``"fp32"`` or ``"bf16"`` is used as given; ``"fp16"`` is refused on the CPU (CPU fp16
+convolutions are slow and inexact). Why training takes bf16 on the CPU and extraction does not:
+training measures its own validation accuracy and is 2.9x faster per epoch with it
+(``benchmarks/train.py``), while stored features are reused by every later probe, so they must not
+move a linear probe by more than the rule allows.
+
+The extraction rule: bf16 (+ channels_last) must keep linear-probe accuracy within 0.3 points of
+fp32. bf16 autocast is about 2x faster on CPUs with native bf16 (AVX512-BF16 / AMX), but it failed
+the rule, so extraction's "auto" does not pick it on the CPU (emulated bf16 on older CPUs would also
+be slower than fp32). Measured (mobilenetv1_075 Keras card, "pool" features, StandardScaler +
+LogisticRegression, AMD EPYC 2 cores with AVX512-BF16, torch 2.15 CPU; see ``BF16_MEASUREMENTS``):
 
 - hymenoptera train -> val (153 images; one image = 0.65 points): fp32 0.9085, bf16 0.9085 at C=1
   (0.9150 / 0.9150 at C=0.1; 0.9216 / 0.9281 at C=0.01). Feature error bf16 vs fp32: max abs 1.05,
@@ -24,27 +44,39 @@ AMD EPYC 2 cores with AVX512-BF16, torch 2.15 CPU; see ``BF16_MEASUREMENTS``):
 Re-measured with ``benchmarks/precision.py`` (the linear strategy's own cross-validated probe, paired
 fp32/bf16 features on the same split): flowers5 over 5 stratified duplicate-safe 70/30 splits, bf16 - fp32
 = +0.23, -0.15, -1.08, -0.46, -0.31 points (mean -0.36, standard error 0.21); hymenoptera -0.65 (one
-image of 153). Still outside the rule, so "auto" stays fp32 on the CPU.
+image of 153). Still outside the rule, so extraction's "auto" stays fp32 on the CPU.
 
 Why bf16 moves this network so much: its pooled codes differ from fp32's by 14% (mean relative), and
 most of that is made in the 112x112 and 56x56 depthwise blocks (each of blocks.0 / blocks.1's convs in
 bf16 alone adds 1-8%); folding BatchNorm into the convolutions does not help (13%), keeping the stem and
 the first two stages in fp32 brings it to 3.7% but those stages are where the CPU time goes, so it
 is then no faster than ~1.5x fp32.
+
+Cache: ``CacheLayout(root)`` names the folders of the on-disk cache, ``root/features`` (the feature
+store), ``root/decoded`` (uint8 decoded images, shared by the feature store and the network
+strategies, so one run decodes a dataset once) and ``root/runs`` (temporary run directories).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from .errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Lightning Fabric's names of the same precisions (stored in older training configurations).
+LIGHTNING_PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+_FROM_LIGHTNING = {v: k for k, v in LIGHTNING_PRECISIONS.items()}
+PURPOSES = ("extract", "train")
+Purpose = Literal["extract", "train"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 BF16_MEASUREMENTS = {
@@ -54,8 +86,6 @@ BF16_MEASUREMENTS = {
     "flowers5_5_splits": {"diffs": [0.23, -0.15, -1.08, -0.46, -0.31], "mean": -0.36, "standard_error": 0.21},
     "hymenoptera_cv_probe": {"fp32": 0.9281, "bf16": 0.9216, "diff": -0.65},
 }
-# bf16 on the CPU lost 0.36 points on flowers5 (5 paired splits), more than the 0.3 allowed: "auto" keeps fp32.
-CPU_AUTO_BF16 = False
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -119,25 +149,62 @@ def cpu_has_fast_bf16() -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """Resolve ``"auto"|"fp32"|"bf16"|"fp16"`` for ``device`` to ``"fp32"``, ``"bf16"`` or ``"fp16"``."""
+def canonical_precision(precision: str) -> str:
+    """``precision`` in this module's vocabulary (``PRECISIONS``); Lightning's names are accepted too."""
+    if isinstance(precision, str) and precision in _FROM_LIGHTNING:
+        return _FROM_LIGHTNING[precision]
     if precision not in PRECISIONS:
+        lightning = ", ".join(f"'{v}'" for v in LIGHTNING_PRECISIONS.values())
         raise ConfigError(
-            f"The 'precision' parameter must be one of {list(PRECISIONS)}. Got {precision!r} instead."
-        )
-    dev = torch.device(device) if not isinstance(device, torch.device) else device
-    if precision == "auto":
-        if dev.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        if dev.type == "cpu":
-            return "bf16" if CPU_AUTO_BF16 and cpu_has_fast_bf16() else "fp32"
-        return "fp32"
-    if precision == "fp16" and dev.type == "cpu":
-        raise ConfigError(
-            "precision='fp16' is only supported on CUDA (CPU fp16 convolutions are slow and inexact). "
-            "Use precision='bf16', 'fp32' or 'auto' on the CPU."
+            f"The 'precision' parameter must be one of {list(PRECISIONS)} (or Lightning's {lightning}). "
+            f"Got {precision!r} instead."
         )
     return precision
+
+
+def lightning_precision(precision: str) -> str:
+    """Lightning Fabric's name for ``precision`` ("auto" stays "auto"): "32-true", "bf16-mixed", "16-mixed"."""
+    name = canonical_precision(precision)
+    return LIGHTNING_PRECISIONS.get(name, name)
+
+
+def _cpu_trains_bf16() -> bool:
+    # oneDNN's check, which the training loop has always used (unlike cpu_has_fast_bf16, it does not
+    # require native bf16 instructions: oneDNN also runs bf16 on some CPUs without them).
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device | str, purpose: Purpose = "extract") -> str:
+    """``precision`` for ``device`` as ``"fp32"``, ``"bf16"`` or ``"fp16"``; ``"auto"`` per the module's table.
+
+    ``purpose`` is ``"extract"`` (features: the feature store, the advisor's passes) or ``"train"``
+    (the training loop); they differ for ``"auto"`` on the CPU. Raises ConfigError for an unknown
+    precision and for fp16 on the CPU.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+    name = canonical_precision(precision)
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if name == "auto":
+        if dev.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if dev.type == "cpu" and purpose == "train":
+            return "bf16" if _cpu_trains_bf16() else "fp32"
+        return "fp32"
+    if name == "fp16" and dev.type == "cpu":
+        raise ConfigError(
+            f"precision={precision!r} is only supported on CUDA (CPU fp16 convolutions are slow and inexact). "
+            "Use precision='bf16', 'fp32' or 'auto' on the CPU."
+        )
+    return name
+
+
+def training_precision(precision: str, device: torch.device | str) -> str:
+    """The Lightning precision a training run on ``device`` uses (``resolve_precision`` for "train")."""
+    return lightning_precision(resolve_precision(precision, device, "train"))
 
 
 @contextlib.contextmanager
@@ -193,3 +260,45 @@ def fp32_strided_depthwise(model: torch.nn.Module, enabled: bool = True) -> Iter
     finally:
         for m in patched:
             m.__dict__.pop("forward", None)
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """The on-disk cache: ``features/`` (feature store), ``decoded/`` (uint8 images), ``runs/``.
+
+    ``decoded`` is shared by everything that decodes a dataset at a backbone's input size (the
+    feature store and the network strategies): the files are keyed by the dataset's fingerprint,
+    the size and the interpolation, so a run that needs the same images reads the same file.
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def decoded(self) -> Path:
+        return self.root / "decoded"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @classmethod
+    def default(cls) -> CacheLayout:
+        """``$TRANSFERKIT_CACHE``, else ``~/.cache/transferkit``."""
+        return cls(Path(os.environ.get("TRANSFERKIT_CACHE") or Path.home() / ".cache" / "transferkit"))
+
+    @classmethod
+    def of(cls, cache_dir: str | os.PathLike[str] | None) -> CacheLayout:
+        """The layout rooted at ``cache_dir``, or the default one when it is None (``--cache-dir``)."""
+        return cls.default() if cache_dir is None else cls(Path(cache_dir))
+
+    @classmethod
+    def from_store_dir(cls, store_dir: str | os.PathLike[str]) -> CacheLayout:
+        """The layout whose ``features`` folder is ``store_dir`` (callers that were given only a store)."""
+        return cls(Path(store_dir).parent)
