@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
-from .base import FeatureStoreStrategy, FitContext, FittedModel
+from .base import FitContext, FittedModel
+from .families import FeatureStoreStrategy
 
 
 class HiddenStrategy(FeatureStoreStrategy):

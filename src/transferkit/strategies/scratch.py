@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .base import NETWORK_DEFAULTS, FitContext, FittedModel, NetworkStrategy
+from .base import FitContext, FittedModel
+from .families import NETWORK_DEFAULTS, NetworkStrategy
 
 
 class ScratchStrategy(NetworkStrategy):
