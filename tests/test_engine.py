@@ -243,7 +243,30 @@ def test_early_stopping_restores_best(tmp_path):
     res = fit_network(tiny_net(), make_data(32, 0), make_data(12, 1), cfg, tmp_path, progress=False, device="cpu")
     assert res.stopped_early and res.epochs_run < 6 and res.best_epoch == res.epochs_run - 1
     accs = [h["val_acc"] for h in res.history]
-    assert res.best_val_acc == max(accs) and accs[-1] <= max(accs)
+    assert res.best_val_acc == max(accs) == accs[res.best_epoch - 1]
+    assert all(a <= res.best_val_acc for a in accs[res.best_epoch:])  # nothing after it beat it
+
+
+def test_the_starting_network_is_a_candidate_so_fine_tuning_never_ends_below_it(tmp_path):
+    """A well-started network fine-tuned on wrong labels: with the start as a candidate the run ends
+    with the starting weights (epoch 0); without it, with the damaged ones."""
+    net = tiny_net()
+    # BatchNorm in eval mode throughout, so the few steps here leave train and eval modes consistent.
+    fit_network(net, make_data(96, 0), None, TrainConfig(epochs=8, bn_policy="eval", **FAST), tmp_path / "pre",
+                progress=False, device="cpu")
+    start = state(net)
+    train, val = make_data(48, 2), make_data(24, 1)
+    wrong = ArrayData(train.images, (train.labels + 1) % 3)  # fine-tuning data that teaches the wrong mapping
+    cfg = TrainConfig(epochs=3, augment=False, bn_policy="eval", **FAST)
+
+    net.load_state_dict(start)
+    kept = fit_network(net, wrong, val, cfg, tmp_path / "kept", progress=False, device="cpu", start_candidate=True)
+    assert kept.best_epoch == 0 and kept.best_val_acc == kept.start_val_acc > max(h["val_acc"] for h in kept.history)
+    assert all(torch.equal(v, start[k]) for k, v in state(net).items())
+
+    net.load_state_dict(start)
+    moved = fit_network(net, wrong, val, cfg, tmp_path / "moved", progress=False, device="cpu")
+    assert moved.best_epoch >= 1 and moved.start_val_acc is None and moved.best_val_acc < kept.best_val_acc
 
 
 def test_bf16_autocast_trains(tmp_path):

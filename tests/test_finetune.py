@@ -88,12 +88,20 @@ def test_partial_freezes_early_stages_and_round_trips(backbone, dataset, tmp_pat
 
     strategy, ctx, model = fit("partial", backbone, dataset, tmp_path, epochs=2, freeze_stages=1)
     assert isinstance(model, NetworkModel) and model.strategy == "partial"
+    from safetensors.torch import load_file
+
+    from transferkit.engine import Checkpointer
+
     ref = backbone.build_network(3).state_dict()
-    got = model.net.state_dict()
+    # The weights as the last epoch left them (the returned model may be the start, epoch 0, when no
+    # epoch beat it on the selection images).
+    got = load_file(str(Checkpointer(ctx.run_dir).latest() / "model.safetensors"))
     for k in ref:
         if k.startswith(("body.stem.", "body.stages.0.")):
             assert torch.equal(ref[k], got[k]), k  # weights and BN running stats untouched
     assert not torch.equal(ref["body.stages.2.conv2.conv.weight"], got["body.stages.2.conv2.conv.weight"])
+    assert model.info["best_epoch"] in range(0, 3) and model.info["start_val_acc"] is not None
+    assert model.info["best_val_acc"] >= model.info["start_val_acc"]  # never below its start
     assert model.info["train_config"]["bn_policy"] == "eval"
     assert model.info["frozen_groups"] == ["stem", "stage1"]
     assert len(ctx.history) == 2 and ctx.history[-1]["monitor_acc"] is not None
@@ -116,13 +124,14 @@ def test_full_trains_head_first_then_everything(backbone, dataset, tmp_path):
     ref = backbone.build_network(3).state_dict()
     last = load_file(str(ctx.run_dir / "checkpoints" / "epoch_0002" / "model.safetensors"))  # before best-restore
     assert not torch.equal(ref["body.stem.conv.weight"], last["body.stem.conv.weight"])
-    # the restored model is the first epoch with the highest accuracy on the selection (val) split ...
-    val_acc = [h["val_acc"] for h in ctx.history]
-    assert model.info["best_epoch"] == int(np.argmax(val_acc)) + 1
+    # the restored model is the first candidate with the highest accuracy on the selection (val)
+    # split, the starting network (epoch 0) included ...
+    val_acc = [model.info["start_val_acc"]] + [h["val_acc"] for h in ctx.history]
+    assert model.info["best_epoch"] == int(np.argmax(val_acc))
     # ... and it is that epoch's network: its accuracy on the selection images is the recorded one
     images = dataset.decode((32, 32), "bilinear")
     pred = model.predict_proba(images[ctx.val_idx]).argmax(axis=1)
-    assert np.mean(pred == dataset.labels[ctx.val_idx]) == pytest.approx(val_acc[model.info["best_epoch"] - 1])
+    assert np.mean(pred == dataset.labels[ctx.val_idx]) == pytest.approx(val_acc[model.info["best_epoch"]])
     restored = model.net.state_dict()
     assert all(torch.equal(restored[k], last[k]) for k in last) == (model.info["best_epoch"] == 2)
     assert ctx.history[1]["lr_body"] < ctx.history[1]["lr"]

@@ -49,6 +49,8 @@ class TrainResult:
     checkpoint_dir: Path
     precision: str
     events: list[str] = field(default_factory=list)
+    # Selection accuracy of the network as it started (``start_candidate``); best_epoch 0 = kept.
+    start_val_acc: float | None = None
 
 
 def cpu_micro_splits(batch: int, device: torch.device) -> int:
@@ -89,6 +91,7 @@ class _Run:
     stale: int = 0
     resumed_from: int | None = None
     stopped_early: bool = False
+    start_val_acc: float | None = None
 
     @property
     def names(self) -> list[str]:
@@ -113,6 +116,7 @@ def fit_network(
     device: str = "auto",
     history: list[dict[str, Any]] | None = None,
     fabric=None,
+    start_candidate: bool = False,
     _fault: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train ``net`` (a TransferNet: ``backbone_groups()``, ``head``, input uint8/float 0..255).
@@ -120,12 +124,18 @@ def fit_network(
     ``pretrained_body=False`` (scratch, pretrain) gives every group the head's lr. The network is
     trained in place; at the end it holds the best-on-val weights (or the last ones without val).
     ``history`` (e.g. ``ctx.history``) receives one dict per epoch; ``run_dir/history.json`` too.
+    ``start_candidate=True`` (the pretrained strategies, whose head starts at the linear probe)
+    makes the network as it starts a candidate of model selection ("epoch 0"): when no epoch beats
+    it on the selection images, the run ends with the starting weights, so fine-tuning never ends
+    below where it started on those images.
     ``_fault(epoch, batch)`` is a test hook called before every batch.
     """
     run = _setup(net, train, config, Path(run_dir), fabric or make_fabric(device, config.precision),
                  pretrained_body, history if history is not None else [])
     if resume:
         _restore(run)
+    if start_candidate and run.start_epoch == 0 and val is not None and len(val):
+        _evaluate_start(run, val)
     if run.micro_splits > 1:
         run.event(f"CPU: each batch of {run.per_rank} runs as {run.micro_splits} micro-batches of at most "
                   f"{CPU_MICRO_BATCH} (faster per image here; same gradients, BatchNorm in training mode "
@@ -196,6 +206,7 @@ def _restore(run: _Run) -> None:
     set_rng_state(state["rng"])
     run.start_epoch, run.step = meta["epoch"], meta["step"]
     run.best_acc, run.best_epoch, run.stale = meta["best_val_acc"], meta["best_epoch"], meta["stale_epochs"]
+    run.start_val_acc = meta.get("start_val_acc")
     run.best_state = best_saved
     run.history[:] = list(meta["history"])
     run.resumed_from = run.start_epoch
@@ -336,6 +347,14 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: ArrayData | None, monit
     return improved
 
 
+def _evaluate_start(run: _Run, val: ArrayData) -> None:
+    """Score the starting network on the selection images and make it the best so far (epoch 0)."""
+    with run.fabric.autocast():
+        _, acc = evaluate(run.fabric, run.net, val, run.per_rank * 2, run.config.label_smoothing)
+    run.best_acc, run.best_epoch, run.best_state, run.start_val_acc = acc, 0, state_to_cpu(run.net), acc
+    run.event(f"the starting network scores {acc:.4f} on the selection images (epoch 0, a candidate).")
+
+
 def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
     """Rank 0: the epoch's checkpoint (atomic), then ``history.json``."""
     frozen = run.frozen or []
@@ -357,6 +376,7 @@ def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
         ],
         "best_val_acc": run.best_acc,
         "best_epoch": run.best_epoch,
+        "start_val_acc": run.start_val_acc,
         "stale_epochs": run.stale,
         "stopped_early": run.stopped_early,
         "history": run.history,
@@ -377,7 +397,8 @@ def _finish(run: _Run, done_epochs: int) -> TrainResult:
     run.net.eval()
     return TrainResult(history=run.history, epochs_run=done_epochs, best_epoch=run.best_epoch,
                        best_val_acc=run.best_acc, stopped_early=run.stopped_early, resumed_from=run.resumed_from,
-                       checkpoint_dir=run.ckpt.dir, precision=precision_name(run.fabric), events=run.events)
+                       checkpoint_dir=run.ckpt.dir, precision=precision_name(run.fabric), events=run.events,
+                       start_val_acc=run.start_val_acc)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:

@@ -190,6 +190,9 @@ def fit_network_strategy(
         progress=ctx.progress,
         device=ctx.device,
         history=ctx.history,
+        # The pretrained network with its probe-started head is a candidate too (epoch 0), so
+        # fine-tuning never ends below its start on the selection images.
+        start_candidate=pretrained_body,
     )
     frozen = config.frozen_groups([n for n, _ in net.backbone_groups()] + ["head"], config.epochs - 1)
     info = {
@@ -199,6 +202,7 @@ def fit_network_strategy(
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "best_val_acc": result.best_val_acc,
+        "start_val_acc": result.start_val_acc,
         "stopped_early": result.stopped_early,
         "resumed_from_epoch": result.resumed_from,
         "precision": result.precision,
