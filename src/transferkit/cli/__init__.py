@@ -5,7 +5,8 @@ a ``TransferkitError`` into one line on stderr and exit code 2; ``--json`` print
 JSON object on stdout so scripts can parse it.
 
 ``common`` holds what the commands share; the commands live by what they work on: ``measure``
-(data and backbones, no training), ``runs`` (one run directory), ``study`` (whole studies).
+(data and backbones, no training), ``runs`` (one run directory), ``study`` (whole studies),
+``imports`` (weights from elsewhere: ``import-keras``).
 Option defaults that name strategies are read from the registry and the Python API
 (``TransferClassifier``, ``compare``), so the command line cannot drift from them.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import typer
 
+from .imports import import_keras
 from .measure import advise, backbones, extract, rank
 from .runs import evaluate, export, fit, predict
 from .study import compare, demo, pretrain
@@ -22,7 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Transfer learning for CNN image classifiers, as a measured decision.")
 
 # Registered here, in one list, so `transferkit --help` lists the commands in this order.
-for _command in (extract, fit, evaluate, predict, backbones, advise, rank, compare, export, pretrain, demo):
+for _command in (extract, fit, evaluate, predict, backbones, advise, rank, compare, export, pretrain, demo,
+                 import_keras):
     app.command()(_command)
 
 
