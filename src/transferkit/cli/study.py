@@ -179,6 +179,7 @@ def demo(
     backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="Your backbone (with --data).")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Your dataset (with --backbone).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epoch budget per trained strategy.")] = None,
+    repeats: Annotated[int, typer.Option(help="Draws per strategy and labels-per-class point.")] = 3,
     seed: Annotated[int, typer.Option()] = 0,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -187,7 +188,7 @@ def demo(
     """The whole study offline: pretrain on digits 0-4, transfer to 5-9, advise, compare, report."""
     from ..demo import run_demo
 
-    head = run_demo(out_dir, backbone=backbone, data=data, epochs=epochs, seed=seed, device=device,
+    head = run_demo(out_dir, backbone=backbone, data=data, epochs=epochs, seed=seed, repeats=repeats, device=device,
                     progress=not quiet,
                     log=(lambda m: None) if quiet or as_json else (lambda m: err.print(f"[dim]{m}[/]")))
     if as_json:
@@ -197,14 +198,22 @@ def demo(
         src = head["source"]
         out.print(f"source model: tk_smallcnn pretrained on {src['task']} ({src['n_images']} images), "
                   f"held-out source accuracy {src['val_accuracy']:.3f}")
-    out.print(f"target: scored on {head['scored_on']}")
+    draws = f", mean of {head['repeats']} draws" if head["repeats"] > 1 else ""
+    out.print(f"target: scored on {head['scored_on']} (95% intervals{draws})", highlight=False)
     for name, acc in head["accuracy"].items():
-        out.print(f"  {name:<13} {acc:.3f}" + ("  <- best" if name == head["best_strategy"] else ""))
-    if "transfer_gain_points" in head:
-        out.print(f"best transferred strategy ({head['best_transfer']}) vs training from scratch: "
-                  f"{head['transfer_gain_points']:+.1f} points on all training images")
-    if head.get("at_10_per_class"):
-        out.print("with 10 training images per class: " +
-                  ", ".join(f"{k} {v:.3f}" for k, v in head["at_10_per_class"].items()))
-    out.print(f"advisor recommended: {head.get('advisor')}")
+        star = "  <- best" if name in (head["best"]["top_group"] or []) else ""
+        out.print(f"  {name:<13} {interval_text(acc)}{star}", highlight=False)
+    if head.get("by_size"):
+        out.print("labels per class: best transfer strategy minus scratch, points [95% interval]:")
+        for size, d in head["by_size"].items():
+            out.print(f"  {size:>4}  {d['strategy']:<13} {100 * d['diff']:+6.1f} [{100 * d['low']:+.1f}, "
+                      f"{100 * d['high']:+.1f}]  {d['verdict']}", highlight=False)
+        up = head.get("scratch_catches_up")
+        out.print("scratch never catches up in the measured range" if up is None else
+                  f"scratch catches up from {up} labels per class on")
+    out.print(head["headline"], highlight=False)
+    if head.get("advisor"):
+        a = head["advisor"]
+        rank = "among the best" if a["among_the_best"] else "not among the best"
+        out.print(f"advisor chose {a['strategy']} ({rank}): {a['why']}", highlight=False)
     out.print(f"report: {head['report']}  ({head['seconds']:.0f} s)")

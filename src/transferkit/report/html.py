@@ -31,6 +31,7 @@ page that says so). Accuracies are fractions in [0, 1]. Mappings keep their inse
 ``budget``: {name: value} (optional, e.g. ``epochs``), listed with the run.
 ``strategies``: {name: dict} in display order, each with
     ``metrics``: {``accuracy``, ``balanced_accuracy``, ``macro_f1``: float,
+    ``accuracy_interval``, ``balanced_accuracy_interval``: [low, high] (optional, 95%),
     ``per_class``: {class: {``precision``, ``recall``, ``f1``: float, ``support``: int}},
     ``confusion_matrix``: list[list[int]] (rows true, columns predicted, ``data.classes`` order)},
     ``history``: list of per-epoch dicts (``epoch``, ``train_loss``, ``val_loss``, ``val_acc``,
@@ -41,6 +42,14 @@ page that says so). Accuracies are fractions in [0, 1]. Mappings keep their inse
 ``data_size``: {strategy: {images per class (int or int-like str): accuracy}}. A key ``"all"``
     stands for the whole training set and is placed at the largest per-class count in
     ``data.counts`` (dropped when that is unknown).
+``repeats``: int (draws per strategy and data-size point; default 1).
+``scored_labels``: list[int], the class index of each scored image, in the order the draws'
+    ``pred`` lists use. With ``strategies[name]["draws"]`` (list of {``seed``, ``accuracy``,
+    ``pred``: list[int]}) and ``data_size_draws`` ({strategy: {images per class: [pred lists]}}) it
+    lets the report compute every interval and paired test (``report.evidence``); ``significance``
+    and ``data_size_evidence`` are those, as compare recorded them. Without them the page shows
+    single untested draws, flags nothing red, and says how to get intervals.
+``data_size_all_per_class``: int, where the point "all" sits (the largest class of the training pool).
 ``advisor``: dict
     ``strategy`` (str), ``layer`` (str), ``frozen_stages`` (int), ``reasons`` (list[str]),
     ``table_rule`` (str: the size x similarity rule that applied),
