@@ -27,7 +27,7 @@ Which interval is used where, and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,19 +82,25 @@ def _balanced(correct: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.mean(recalls, axis=0)
 
 
-def _resamples(y: np.ndarray, n_draws: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(draw indices (n_boot, n_draws), image indices (n_boot, n)), images resampled within class.
+def _resamples(y: np.ndarray, n_draws: int, n_boot: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Chunks of (draw indices (b, n_draws), image indices (b, n)), images resampled within class.
 
     Resampling within each class keeps the class sizes, so balanced accuracy is defined in every
-    resample and the accuracy's interval reflects the scored set's real composition.
+    resample and the accuracy's interval reflects the scored set's real composition. Chunks keep
+    the memory to about 2 million cells whatever the number of scored images (one chunk up to
+    1,000 images); the chunk size follows from the shape alone, so an interval depends only on
+    the predictions and ``seed``.
     """
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_draws, size=(n_boot, n_draws)) if n_draws > 1 else np.zeros((n_boot, 1), np.int64)
-    images = np.empty((n_boot, len(y)), dtype=np.int64)
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        images[:, members] = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
-    return draws, images
+    classes = [np.flatnonzero(y == c) for c in np.unique(y)]
+    step = max(1, min(n_boot, 2_000_000 // max(1, len(y) * n_draws)))
+    for start in range(0, n_boot, step):
+        b = min(step, n_boot - start)
+        draws = rng.integers(0, n_draws, size=(b, n_draws)) if n_draws > 1 else np.zeros((b, 1), np.int64)
+        images = np.empty((b, len(y)), dtype=np.int64)
+        for members in classes:
+            images[:, members] = members[rng.integers(0, len(members), size=(b, len(members)))]
+        yield draws, images
 
 
 def _percentile(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -120,11 +126,13 @@ def accuracy_summary(y_true: Sequence[int], pred: Any, *, confidence: float = CO
         return {"accuracy": nan, "balanced_accuracy": dict(nan), "draws": int(p.shape[0]), "n": 0, "per_draw": []}
     correct = p == y[None, :]
     per_draw = correct.mean(axis=1)
-    draws, images = _resamples(y, p.shape[0], n_boot, seed)
-    # boot[b, r, i]: whether resampled draw r got resampled image i right, in resample b
-    boot = correct[draws[:, :, None], images[:, None, :]]
-    acc_boot = boot.mean(axis=(1, 2))
-    bal_boot = _balanced(boot, y).mean(axis=1)  # a resampled image keeps its position's class
+    acc_parts, bal_parts = [], []
+    for draws, images in _resamples(y, p.shape[0], n_boot, seed):
+        # boot[b, r, i]: whether resampled draw r got resampled image i right, in resample b
+        boot = correct[draws[:, :, None], images[:, None, :]]
+        acc_parts.append(boot.mean(axis=(1, 2)))
+        bal_parts.append(_balanced(boot, y).mean(axis=1))  # a resampled image keeps its position's class
+    acc_boot, bal_boot = np.concatenate(acc_parts), np.concatenate(bal_parts)
     bal = float(_balanced(correct, y).mean())
     if p.shape[0] == 1:
         k = int(correct.sum())
@@ -187,8 +195,8 @@ def paired_delta(y_true: Sequence[int], delta: Any, *, confidence: float = CONFI
     if delta.ndim != 2 or delta.shape[1] != len(y) or not len(y):
         raise ConfigError(f"paired_delta needs a (draws, {len(y)}) difference array; got shape {delta.shape}.")
     diff = float(delta.mean())
-    draws, images = _resamples(y, delta.shape[0], n_boot, seed)
-    boot = delta[draws[:, :, None], images[:, None, :]].mean(axis=(1, 2))
+    boot = np.concatenate([delta[draws[:, :, None], images[:, None, :]].mean(axis=(1, 2))
+                           for draws, images in _resamples(y, delta.shape[0], n_boot, seed)])
     lo, hi = _percentile(boot, confidence)
     per_image = delta.mean(axis=0)
     wins, losses = int((per_image > 0).sum()), int((per_image < 0).sum())
