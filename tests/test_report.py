@@ -329,8 +329,8 @@ def test_report_with_draws_states_intervals_and_only_tested_differences(tmp_path
     assert "transfer helped: partial beats scratch" in page
     # full's 3 points below scratch are within noise: described, not flagged, not red
     assert "NEGATIVE TRANSFER" not in page and "callout neg" not in page
-    assert re.search(r'<td class="num">-\d\.\d points \[-\d+\.\d, \+\d+\.\d\] no measurable difference</td>', page)
-    assert re.search(r'<td class="num pos">\+2\d\.\d points \[\+\d+\.\d, \+\d+\.\d\] better</td>', page)
+    assert re.search(r'<td class="num">-\d\.\d \[-\d+\.\d, \+\d+\.\d\] no measurable difference</td>', page)
+    assert re.search(r'<td class="num pos">\+2\d\.\d \[\+\d+\.\d, \+\d+\.\d\] better</td>', page)
     # the plain paragraph, the data-size story and the table of start / slope / asymptote with intervals
     assert '<p class="plain">We trained 4 ways' in page and "3 times with a different training draw" in page
     assert "With 5 training images per class, linear beats scratch by +" in page

@@ -14,6 +14,10 @@ from .findings import points_text
 from .roles import BASELINE
 
 
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _size(size: Any) -> str:
     return "all training images" if str(size) == "all" else f"{size} training images per class"
 
@@ -36,7 +40,7 @@ def plain_paragraph(result: Mapping[str, Any], sig: Mapping[str, Any] | None,
     if best["clear"]:
         out.append(f"{best['strategy']} is measurably the best.")
     elif len(best["top_group"]) > 1:
-        out.append(f"{', '.join(best['top_group'])} score within noise of each other: none of them is measurably "
+        out.append(f"{_and(best['top_group'])} score within noise of each other: none of them is measurably "
                    "better, so pick the cheapest.")
     vs = sig.get("vs_baseline") or {}
     helped = [k for k, d in vs.items() if d["decision"] == A_BETTER]
@@ -44,12 +48,13 @@ def plain_paragraph(result: Mapping[str, Any], sig: Mapping[str, Any] | None,
     if vs:
         if helped:
             out.append(f"With all training images, starting from the pretrained network beats training from "
-                       f"scratch for {', '.join(helped)}.")
+                       f"scratch for {_and(helped)}.")
         else:
             out.append("With all training images, no pretrained strategy is measurably better than training the "
                        "same network from scratch.")
         if hurt:
-            out.append(f"{', '.join(hurt)} is measurably worse than scratch (negative transfer).")
+            out.append(f"{_and(hurt)} {'is' if len(hurt) == 1 else 'are'} measurably worse than scratch "
+                       "(negative transfer).")
     story = size_story(size_ev)
     if story:
         out.append(story)

@@ -103,9 +103,9 @@ def benefit_section(benefit: Mapping[str, Any] | None) -> str:
         else ""
     )
     return (
-        '<section id="benefit"><h2>What transfer bought</h2>'
-        f'<p class="muted">From the learning curves ({esc(metric)}{note}); '
-        "start, AUC and asymptote are accuracies, "
+        '<section id="benefit"><h2>Learning curves: start, slope and asymptote per epoch</h2>'
+        f'<p class="muted">From each strategy\'s first draw ({esc(metric)}{note}), untested: the paired tests are in '
+        "the tables above; start, AUC and asymptote are accuracies, "
         f"slope and every Δ are in points (1 point = 0.01 accuracy); Δ = strategy − {esc(base)}.</p>"
         f'<ul class="sentences">{sentences}</ul>'
         f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>{skip}'
@@ -136,7 +136,8 @@ def metrics_section(result: Mapping[str, Any], best: str | None) -> str:
         acc = (summary.get(name) or {}).get("accuracy") or _recorded(m, "accuracy")
         bal = (summary.get(name) or {}).get("balanced_accuracy") or _recorded(m, "balanced_accuracy")
         d = vs.get(name)
-        verdict = "—" if not d else f"{points_text(d)} {VERDICT_WORDS.get(d['decision'], 'no measurable difference')}"
+        verdict = "—" if not d else (f"{points_text(d).replace(' points', '')} "
+                                     f"{VERDICT_WORDS.get(d['decision'], 'no measurable difference')}")
         rows.append(
             f"<tr{mark}><td>{esc(name)}{' ★' if name in top_group else ''}</td>"
             f'<td class="num">{esc(interval_text(acc))}</td>'
