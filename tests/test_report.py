@@ -337,3 +337,6 @@ def test_report_with_draws_states_intervals_and_only_tested_differences(tmp_path
     assert "scratch has not caught up even with all training images" in page
     assert "What transfer buys, by amount of data" in page and "per doubling" in page
     assert "mean of 3 draws" in page and "Mean of 3 draws; 95% intervals: bootstrap over 3 draws" in page
+    # the learning curves' start / slope / asymptote against scratch, paired draw by draw
+    assert "Over 3 draws (paired with scratch" in page
+    assert re.search(r"<td>partial</td><td class=\"num\">\+(49|50|51)\.\d \[\+4\d\.\d, \+5\d\.\d\]</td>", page)

@@ -173,7 +173,9 @@ def draw_record(clf: TransferClassifier, seed: int) -> dict[str, Any]:
     """One draw of a strategy: its seed, accuracy, and predictions on the scored images (for pairing)."""
     return {"seed": seed, "accuracy": clf.metrics_.get("accuracy"),
             "balanced_accuracy": clf.metrics_.get("balanced_accuracy"), "seconds": round(clf.fit_seconds_, 2),
-            "pred": np.asarray(clf.scored_pred_).tolist()}
+            "pred": np.asarray(clf.scored_pred_).tolist(),
+            # the draw's learning curve: start / slope / asymptote get intervals over draws from these
+            "history": [{k: row.get(k) for k in ("epoch", "monitor_acc", "val_acc")} for row in clf.history_]}
 
 
 def data_size_curves(dataset, roles: Roles, sizes: Sequence[int], strategies: Sequence[str],

@@ -89,6 +89,34 @@ def significance(result: Mapping[str, Any], baseline: str = BASELINE) -> dict[st
                      "versus": versus}}
 
 
+def curve_benefit_over_draws(result: Mapping[str, Any], baseline: str = BASELINE) -> dict[str, Any] | None:
+    """Start, slope and asymptote of each strategy's learning curve minus the baseline's, over draws.
+
+    Draw ``r`` of a strategy is paired with draw ``r`` of the baseline (same training subset and
+    seed); each difference gets its mean and a bootstrap interval over the draws
+    (``stats.mean_interval``: none with one draw). ``{name: {"start", "slope", "asymptote":
+    {mean, low, high, method}}}``; None without recorded draw histories.
+    """
+    from .benefit import _curve, curve_numbers
+
+    def numbers(draw: Mapping[str, Any]) -> dict[str, Any] | None:
+        acc, _ = _curve(draw.get("history") or [], "monitor_acc", "val_acc")
+        return curve_numbers(acc) if acc else None
+
+    strategies = result.get("strategies") or {}
+    base = [numbers(d) for d in (strategies.get(baseline) or {}).get("draws") or []]
+    if len(base) < 2 or any(b is None for b in base):
+        return None
+    out = {}
+    for name, s in strategies.items():
+        draws = [numbers(d) for d in (s or {}).get("draws") or []]
+        if name == baseline or len(draws) != len(base) or any(d is None for d in draws):
+            continue
+        out[name] = {k: stats.mean_interval([d[k] - b[k] for d, b in zip(draws, base, strict=True)])
+                     for k in ("start", "slope", "asymptote")}
+    return out or None
+
+
 def significance_of(result: Mapping[str, Any]) -> dict[str, Any] | None:
     """The result's recorded ``significance``, else computed from its draws (None without any)."""
     recorded = result.get("significance")

@@ -190,7 +190,10 @@ def example_repeated_result(repeats: int = 3, seed: int = 0) -> dict[str, Any]:
     result["scored_labels"] = labels.tolist()
     for s in result["strategies"].values():
         acc = s["metrics"]["accuracy"]
-        s["draws"] = [{"seed": r, "accuracy": acc, "pred": _draw(labels, acc, rng)} for r in range(repeats)]
+        s["draws"] = [{"seed": r, "accuracy": acc, "pred": _draw(labels, acc, rng),
+                       "history": [{**row, "monitor_acc": row["monitor_acc"] + rng.normal(0, 0.01)}
+                                   for row in s["history"]]}
+                      for r in range(repeats)]
     curves = {"linear": {5: 0.62, 10: 0.71, 25: 0.79, 50: 0.83},
               "scratch": {5: 0.30, 10: 0.45, 25: 0.70, 50: 0.82}}
     result["data_size"] = {n: {**c, "all": result["strategies"][n]["metrics"]["accuracy"]} for n, c in curves.items()}

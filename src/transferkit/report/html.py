@@ -167,7 +167,7 @@ def render_html(
         if x
     )
     body = [summary_section(result, benefit), metrics_section(result, best), size_benefit_section(result),
-            benefit_section(benefit)]
+            benefit_section(benefit, result)]
     fig_html = "".join(figures.values())
     ds_table = data_size_table(result)
     if fig_html or ds_table or failed:

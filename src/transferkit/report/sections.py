@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..stats import A_BETTER, B_BETTER
-from .benefit import DEFINITIONS
-from .evidence import significance_of, size_evidence_of
+from .benefit import DEFINITIONS, is_finite
+from .evidence import curve_benefit_over_draws, significance_of, size_evidence_of
 from .findings import crossover_sentence, data_size_curves, headline, interval_text, points_text, similarity_view
 from .markup import code_tag, esc, fmt_number, fmt_points
 from .plain import plain_paragraph, size_story
@@ -64,7 +64,15 @@ def summary_section(result: Mapping[str, Any], benefit: Mapping[str, Any] | None
     return '<section id="summary"><h2>Summary</h2>' + "".join(parts) + "</section>"
 
 
-def benefit_section(benefit: Mapping[str, Any] | None) -> str:
+def _points_interval(stat: Mapping[str, Any]) -> str:
+    """A mean difference over draws in signed points, ``+5.0 [+2.1, +7.9]`` (no interval from one draw)."""
+    mean, low, high = (100 * stat[k] if is_finite(stat.get(k)) else None for k in ("mean", "low", "high"))
+    if mean is None:
+        return "—"
+    return f"{mean:+.1f}" + (f" [{low:+.1f}, {high:+.1f}]" if low is not None and high is not None else "")
+
+
+def benefit_section(benefit: Mapping[str, Any] | None, result: Mapping[str, Any] | None = None) -> str:
     if not benefit or not benefit.get("strategies"):
         return ""
     base = benefit.get("baseline", BASELINE)
@@ -88,6 +96,23 @@ def benefit_section(benefit: Mapping[str, Any] | None) -> str:
             cells.append(f'<td class="num">{fmt_points(d.get(key))}</td>')
         cells.append(f'<td class="num">{esc(r.get("epochs", ""))}</td>')
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    over = curve_benefit_over_draws(result) if result is not None else None
+    over_table = ""
+    if over:
+        draws = len(((result.get("strategies") or {}).get(base) or {}).get("draws") or [])
+        cells = "".join(
+            f"<tr><td>{esc(name)}</td>"
+            + "".join(f'<td class="num">{esc(_points_interval(row[k]))}</td>' for k in ("start", "slope", "asymptote"))
+            + "</tr>"
+            for name, row in over.items()
+        )
+        over_table = (
+            f"<h3>Over {draws} draws (paired with {esc(base)}'s draw of the same seed)</h3>"
+            f'<p class="muted">Mean difference in points, 95% bootstrap interval over the draws (few draws give '
+            "a rough interval).</p>"
+            f'<div class="scroll"><table><tr><th>strategy − {esc(base)}</th><th>Δ start</th>'
+            f"<th>Δ slope (points/epoch)</th><th>Δ asymptote</th></tr>{cells}</table></div>"
+        )
     sentences = "".join(
         ('<li class="neg">' if r.get("negative_transfer") else "<li>") + esc(r.get("summary", "")) + "</li>"
         for r in benefit["strategies"].values()
@@ -108,7 +133,7 @@ def benefit_section(benefit: Mapping[str, Any] | None) -> str:
         "the tables above; start, AUC and asymptote are accuracies, "
         f"slope and every Δ are in points (1 point = 0.01 accuracy); Δ = strategy − {esc(base)}.</p>"
         f'<ul class="sentences">{sentences}</ul>'
-        f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>{skip}'
+        f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>{over_table}{skip}'
         f"<details open><summary>Definitions</summary><dl>{dl}</dl></details></section>"
     )
 
