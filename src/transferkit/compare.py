@@ -7,7 +7,8 @@ advisor, and writes ``result.json``, the PNG figures and a self-contained ``repo
 
 Repeats: with ``repeats=R`` every strategy and every data-size point is trained R times; draw
 ``r`` re-draws the training subset (the selection carve, or the per-class pick of a data-size
-point) with seed ``seed + r`` and trains with that seed. The scored images never change, so the
+point) with seed ``seed + r`` and trains with that seed (a dataset with its own val and test
+splits keeps its selection images: only the seed changes). The scored images never change, so the
 draws of two strategies pair image by image and draw by draw; ``result.json`` records each
 draw's predictions on them (``strategies[name]["draws"]``, ``data_size_draws``) and what they
 support (``significance``, ``data_size_evidence``: intervals and paired tests from
