@@ -14,7 +14,7 @@ from PIL import Image
 
 from transferkit.errors import ConfigError
 from transferkit.report import crossover, curve_numbers, headline, plots, transfer_benefit, write_report
-from transferkit.report.example import example_misclassified, example_result
+from transferkit.report.example import example_misclassified, example_repeated_result, example_result
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -54,14 +54,20 @@ def test_benefit_numbers_are_exact():
     assert b["has_baseline"] and b["metric"] == "monitor_acc" and set(b["definitions"]) >= {"start", "slope"}
 
 
-def test_negative_transfer_is_flagged_in_words():
-    b = transfer_benefit(HISTORIES)
+def test_negative_transfer_is_flagged_only_when_the_paired_test_says_so():
+    worse = {"full": {"decision": "b_better", "text": "scratch is better than full: -5.0 points"}}
+    b = transfer_benefit(HISTORIES, verdicts=worse)
     full = b["strategies"]["full"]
     assert full["negative_transfer"] and b["negative_transfer"] == ["full"]
     assert full["summary"].startswith("NEGATIVE TRANSFER: full ends 5.0 points below scratch")
     assert not b["strategies"]["partial"]["negative_transfer"]
     # a tolerance of 6 points forgives it
-    assert transfer_benefit(HISTORIES, tolerance=0.06)["negative_transfer"] == []
+    assert transfer_benefit(HISTORIES, tolerance=0.06, verdicts=worse)["negative_transfer"] == []
+    # the same curves without a test, or with a test that finds no difference: described, never flagged
+    for verdicts in (None, {"full": {"decision": "no_measurable_difference", "text": "no measurable difference"}}):
+        b = transfer_benefit(HISTORIES, verdicts=verdicts)
+        assert b["negative_transfer"] == [] and "NEGATIVE" not in b["strategies"]["full"]["summary"]
+        assert b["strategies"]["full"]["summary"].startswith("full ends 5.0 points below scratch")
 
 
 def test_single_fit_probe_has_start_equal_asymptote_and_no_slope():
@@ -238,8 +244,10 @@ def test_full_report_escapes_user_strings(full_report):
 
 def test_full_report_content(full_report):
     _, page = full_report
-    assert "Best: partial 0.95 on test (152 images) vs scratch 0.66 — transfer bought +29 points" in page
-    assert "NEGATIVE TRANSFER: full ends 3.0 points below scratch" in page
+    # no per-image predictions recorded: one untested draw, nothing claimed, nothing red
+    assert "Highest: partial 0.95 on test (152 images) vs scratch 0.66 (+29 points; one draw, untested)" in page
+    assert "full ends 3.0 points below scratch on its learning curve, untested" in page
+    assert "NEGATIVE TRANSFER" not in page and "callout neg" not in page and "re-run" in page.lower()
     assert "The advisor recommends <strong>partial</strong>, cut at <code>pool</code>" in page
     assert "partial overtakes linear at about 30 training images per class" in page
     for text in (
@@ -268,7 +276,7 @@ def test_minimal_and_partial_results(tmp_path):
     assert "holds no metrics" in page and "<img" not in page
     small = {"strategies": {"linear": {"metrics": {"accuracy": 0.5}}}, "seed": 3}
     page = write_report(small, tmp_path / "small").read_text()
-    assert "Best: linear 0.50 (no scratch baseline was run)" in page and "<img" not in page
+    assert "Highest: linear 0.50 (no scratch baseline was run)" in page and "<img" not in page
     assert not (tmp_path / "small" / "plots").exists() or not any((tmp_path / "small" / "plots").iterdir())
 
 
@@ -289,7 +297,7 @@ def test_report_survives_json_round_trip_and_advisor_dataclass_form(tmp_path):
     assert {p.stem for p in (tmp_path / "plots").glob("*.png")} >= {"layer_profile", "similarity", "benefit"}
     assert "score 0.70 of 1 (similar to the source data)" in page
     assert "no source head: source signal skipped" in page
-    assert "NEGATIVE TRANSFER" in page
+    assert "NEGATIVE TRANSFER" not in page  # untested: a result without per-image predictions flags nothing
 
 
 def test_malformed_section_is_named_not_fatal(tmp_path):
@@ -307,9 +315,28 @@ def test_malformed_section_is_named_not_fatal(tmp_path):
 def test_headline_variants():
     base = {"strategies": {"scratch": {"metrics": {"accuracy": 0.7}}, "full": {"metrics": {"accuracy": 0.6}}}}
     assert headline(base) == (
-        "Best: scratch 0.70 — transfer did not help: "
-        "the best pretrained strategy, full, scored 0.60 (-10 points)"
+        "Highest: scratch 0.70; the best pretrained strategy, full, scored 0.60 (-10 points; one draw, untested)"
     )
     assert headline({}) is None
     named = {**base, "best_strategy": "full", "split": {"scored": "val", "n_scored": 20}}
-    assert headline(named) == "Best: full 0.60 on val (20 images) vs scratch 0.70 — transfer cost -10 points"
+    assert headline(named) == "Highest: full 0.60 on val (20 images) vs scratch 0.70 (-10 points; one draw, untested)"
+
+
+def test_report_with_draws_states_intervals_and_only_tested_differences(tmp_path):
+    page = write_report(example_repeated_result(), tmp_path).read_text()
+    # partial's 28-point lead over scratch on 152 images is real: said, in green, with its interval
+    assert "Best: partial 0.947 [0.9" in page and "measurably ahead of every other strategy" in page
+    assert "transfer helped: partial beats scratch" in page
+    # full's 3 points below scratch are within noise: described, not flagged, not red
+    assert "NEGATIVE TRANSFER" not in page and "callout neg" not in page
+    assert re.search(r'<td class="num">-\d\.\d \[-\d+\.\d, \+\d+\.\d\] no measurable difference</td>', page)
+    assert re.search(r'<td class="num pos">\+2\d\.\d \[\+\d+\.\d, \+\d+\.\d\] better</td>', page)
+    # the plain paragraph, the data-size story and the table of start / slope / asymptote with intervals
+    assert '<p class="plain">We trained 4 ways' in page and "3 times with a different training draw" in page
+    assert "With 5 training images per class, linear beats scratch by +" in page
+    assert "scratch has not caught up even with all training images" in page
+    assert "What transfer buys, by amount of data" in page and "per doubling" in page
+    assert "mean of 3 draws" in page and "Mean of 3 draws; 95% intervals: bootstrap over 3 draws" in page
+    # the learning curves' start / slope / asymptote against scratch, paired draw by draw
+    assert "Over 3 draws (paired with scratch" in page
+    assert re.search(r"<td>partial</td><td class=\"num\">\+(49|50|51)\.\d \[\+4\d\.\d, \+5\d\.\d\]</td>", page)

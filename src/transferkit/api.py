@@ -150,7 +150,11 @@ class TransferClassifier:
         self.model_ = strategy.fit(ctx)
         self.fit_seconds_ = time.perf_counter() - start
         self.history_ = list(ctx.history)
-        self.metrics_ = self._evaluate_indices(dataset, roles.scored) if len(roles.scored) else {}
+        # per-image predictions on the scored images: studies pair strategies image by image on them
+        self.scored_pred_ = self._predict_indices(dataset, roles.scored) if len(roles.scored) else \
+            np.zeros(0, np.int64)
+        self.metrics_ = classification_metrics(dataset.labels[roles.scored], self.scored_pred_, self.classes_) \
+            if len(roles.scored) else {}
         if self.metrics_:
             self.metrics_["split"] = self.split_["scored"]
         if run_path is not None:
@@ -274,10 +278,13 @@ class TransferClassifier:
         """Accuracy on the held-out split of ``data`` (see ``evaluate``)."""
         return self.evaluate(data, split)["accuracy"]
 
-    def _evaluate_indices(self, dataset, idx: np.ndarray) -> dict[str, Any]:
+    def _predict_indices(self, dataset, idx: np.ndarray) -> np.ndarray:
         images = self.images(dataset)[idx]
         proba = self.model_.predict_proba(np.ascontiguousarray(images), batch_size=self.batch_size or 64)
-        return classification_metrics(dataset.labels[idx], proba.argmax(axis=1), self.classes_)
+        return proba.argmax(axis=1)
+
+    def _evaluate_indices(self, dataset, idx: np.ndarray) -> dict[str, Any]:
+        return classification_metrics(dataset.labels[idx], self._predict_indices(dataset, idx), self.classes_)
 
     def _aligned(self, dataset):
         """``dataset`` with its labels expressed in this model's class order."""

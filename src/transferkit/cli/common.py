@@ -110,6 +110,17 @@ def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
         table.add_column(col, justify="right")
     for name, m in metrics.get("per_class", {}).items():
         table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
-    table.caption = (f"accuracy {metrics['accuracy']:.4f} · balanced accuracy {metrics['balanced_accuracy']:.4f}"
-                     f" · macro F1 {metrics['macro_f1']:.4f} · n={metrics['n']}")
+    table.caption = (f"accuracy {metrics['accuracy']:.4f}{interval(metrics.get('accuracy_interval'))} · balanced "
+                     f"accuracy {metrics['balanced_accuracy']:.4f}{interval(metrics.get('balanced_accuracy_interval'))}"
+                     f" · macro F1 {metrics['macro_f1']:.4f} · n={metrics['n']}"
+                     + (" · 95% intervals: Wilson (accuracy), bootstrap over the images (balanced)"
+                        if metrics.get("accuracy_interval") else ""))
     return table
+
+
+def interval(bounds: Any) -> str:
+    """`` [0.861, 0.950]`` for a recorded [low, high]; nothing for a run written before intervals existed."""
+    if not bounds or len(bounds) != 2:
+        return ""
+    return f" [{bounds[0]:.3f}, {bounds[1]:.3f}]"
+

@@ -18,9 +18,11 @@ is only recorded for the report and never used to choose anything).
 - **asymptote**: best accuracy over all epochs (the level training reaches).
 - **delta**: the strategy's number minus the baseline's (``scratch``: the same network from
   random initialisation) number.
-- **negative transfer**: the strategy's asymptote is below the baseline's asymptote by more
-  than ``tolerance``: starting from pretrained weights ended worse than starting from
-  random ones.
+- **negative transfer**: starting from pretrained weights ended measurably worse than starting
+  from random ones: the paired test of the two strategies' final held-out accuracy (``verdicts``,
+  from ``report.evidence.significance``) says the baseline is better. Without a test nothing is
+  flagged: a curve below the baseline's is described ("ends 0.4 points below"), never called
+  negative transfer, because one draw cannot tell a real gap from noise.
 
 Data-size curves (``crossover``): accuracy against images per class for a probe strategy
 (frozen features) and a fine-tuning strategy. Probes usually win with few images per class,
@@ -35,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigError
+from ..stats import B_BETTER
 from .roles import BASELINE
 
 DEFINITIONS: dict[str, str] = {
@@ -51,7 +54,10 @@ DEFINITIONS: dict[str, str] = {
     ),
     "asymptote": "Best accuracy over all epochs.",
     "delta": "Strategy minus baseline (the same network trained from random initialisation), in points.",
-    "negative_transfer": "The strategy's best accuracy is below the baseline's best accuracy.",
+    "negative_transfer": (
+        "The baseline (random initialisation) is measurably better: the 95% interval of the paired difference "
+        "in held-out accuracy excludes zero and the exact sign test agrees."
+    ),
     "crossover": (
         "Images per class where the fine-tune data-size curve first rises above the probe curve "
         "(interpolated on a log scale): below it, train a probe; above it, fine-tune."
@@ -143,7 +149,13 @@ def _sentence(name: str, row: dict[str, Any], baseline: str, has_baseline: bool)
     if row["negative_transfer"]:
         lead = (
             f"NEGATIVE TRANSFER: {name} ends {abs(100.0 * d['asymptote']):.1f} points below {baseline} "
-            f"(best {row['asymptote']:.3f} vs {row['asymptote'] - d['asymptote']:.3f})"
+            f"(best {row['asymptote']:.3f} vs {row['asymptote'] - d['asymptote']:.3f}; {row['verdict']})"
+        )
+        rest = f"{_pts(d['start'])} points at start"
+    elif d["asymptote"] < 0:
+        lead = (
+            f"{name} ends {abs(100.0 * d['asymptote']):.1f} points below {baseline} on its learning curve, "
+            + (f"but {row['verdict']}" if row.get("verdict") else "untested (no per-image predictions)")
         )
         rest = f"{_pts(d['start'])} points at start"
     else:
@@ -159,7 +171,7 @@ def _sentence(name: str, row: dict[str, Any], baseline: str, has_baseline: bool)
     else:
         parts.append(f"{_pts(d['slope'])} points/epoch slope")
     parts.append(f"{_pts(d['auc'])} points AUC")
-    if not row["negative_transfer"]:
+    if d["asymptote"] >= 0:
         parts.append(f"{_pts(d['asymptote'])} points at the asymptote")
     return ", ".join(parts) + f" vs {baseline}."
 
@@ -172,12 +184,16 @@ def transfer_benefit(
     *,
     fallback: str | None = "val_acc",
     tolerance: float = 0.0,
+    verdicts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Start, slope, AUC and asymptote per strategy, and their differences from ``baseline``.
 
     ``histories`` maps strategy name -> list of per-epoch dicts (keys ``epoch``, ``train_loss``,
     ``val_loss``, ``val_acc``, ``monitor_acc``, ...). Entries whose ``metric`` is missing, None or
     NaN are ignored; a strategy with no ``metric`` values at all is read from ``fallback``
+    ``verdicts`` maps strategy -> its paired comparison with the baseline (``paired_difference``
+    plus ``text``); only a ``b_better`` verdict whose learning curve also ends more than
+    ``tolerance`` below the baseline's is flagged as negative transfer.
     (``val_acc``) and says so in its ``metric`` field. Strategies with no usable value are left
     out and listed under ``skipped``.
 
@@ -222,11 +238,16 @@ def transfer_benefit(
         if base is None or name == baseline:
             row["delta"] = None
             row["negative_transfer"] = False
+            row["verdict"] = row["decision"] = None
         else:
             row["delta"] = {k: row[k] - base[k] for k in _NUMBERS}
             if row["single_fit"] or base["single_fit"]:
                 row["delta"]["slope"] = None  # no epochs on one side: nothing to compare
-            row["negative_transfer"] = bool(row["delta"]["asymptote"] < -tolerance)
+            verdict = (verdicts or {}).get(name)
+            row["verdict"] = verdict.get("text") if verdict else None
+            row["decision"] = verdict.get("decision") if verdict else None
+            row["negative_transfer"] = bool(verdict and verdict.get("decision") == B_BETTER
+                                            and row["delta"]["asymptote"] < -tolerance)
         if row["negative_transfer"]:
             flagged.append(name)
         row["summary"] = _sentence(name, row, baseline, has_baseline)

@@ -166,3 +166,39 @@ def example_misclassified(n: int = 10, size: int = 32, seed: int = 0) -> dict[st
     true = [int(i % len(CLASSES)) for i in range(n)]
     pred = [int((i + 1) % len(CLASSES)) for i in range(n)]
     return {"images": images, "true": true, "pred": pred, "strategy": "partial"}
+
+
+def _draw(labels: np.ndarray, accuracy: float, rng: np.random.Generator) -> list[int]:
+    """Predictions on ``labels`` that get ``accuracy`` of them right (the wrong ones shifted by one class)."""
+    pred = labels.copy()
+    wrong = rng.choice(len(labels), size=int(round((1 - accuracy) * len(labels))), replace=False)
+    pred[wrong] = (pred[wrong] + 1) % len(CLASSES)
+    return pred.tolist()
+
+
+def example_repeated_result(repeats: int = 3, seed: int = 0) -> dict[str, Any]:
+    """``example_result`` as ``compare --repeats`` writes it: per-image predictions of every draw.
+
+    Made-up draws around the example's accuracies: partial is far above scratch (a real gain),
+    full is 3 points below it (within noise on 152 images), and on the data-size curves linear
+    leads scratch with few images and scratch gets close by 50 per class.
+    """
+    rng = np.random.default_rng(seed)
+    result = example_result()
+    labels = np.repeat(np.arange(len(CLASSES)), 38)
+    result["repeats"] = repeats
+    result["scored_labels"] = labels.tolist()
+    for s in result["strategies"].values():
+        acc = s["metrics"]["accuracy"]
+        s["draws"] = [{"seed": r, "accuracy": acc, "pred": _draw(labels, acc, rng),
+                       "history": [{**row, "monitor_acc": row["monitor_acc"] + rng.normal(0, 0.01)}
+                                   for row in s["history"]]}
+                      for r in range(repeats)]
+    curves = {"linear": {5: 0.62, 10: 0.71, 25: 0.79, 50: 0.83},
+              "scratch": {5: 0.30, 10: 0.45, 25: 0.70, 50: 0.82}}
+    result["data_size"] = {n: {**c, "all": result["strategies"][n]["metrics"]["accuracy"]} for n, c in curves.items()}
+    result["data_size_draws"] = {name: {str(k): [_draw(labels, a, rng) for _ in range(repeats)] for k, a in c.items()}
+                                 for name, c in curves.items()}
+    result["data_size_all_per_class"] = 120
+    result.pop("benefit", None)
+    return result

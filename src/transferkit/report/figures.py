@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import TransferkitError
 from . import plots
+from .evidence import curve_intervals, size_evidence_of
 from .findings import crossover_sentence, data_size_curves, similarity_view
 from .markup import esc, img_tag
 from .roles import BASELINE
@@ -72,9 +73,10 @@ def draw_figures(
         figs.draw(
             "benefit",
             "Transfer benefit",
-            f"Start, slope and asymptote of each strategy minus "
-            f"{esc(benefit.get('baseline', BASELINE))}'s, in "
-            "points (1 point = 0.01 accuracy). Red bars: the pretrained strategy is worse.",
+            f"Start, slope and asymptote of each strategy's learning curve minus "
+            f"{esc(benefit.get('baseline', BASELINE))}'s (first draw), in "
+            "points (1 point = 0.01 accuracy). Green / red bars: the paired test of final held-out accuracy says "
+            "the pretrained strategy is better / worse; grey: no measurable difference or untested.",
             plots.plot_benefit,
             benefit,
         )
@@ -86,9 +88,11 @@ def draw_figures(
             "data_size",
             "Data-size curves",
             "Accuracy against training images per class (log scale), each model retrained on a stratified "
-            "subset." + where,
+            "subset; lines are means over draws, shaded bands their 95% intervals (where draws were recorded)."
+            + where,
             plots.plot_data_size,
             curves,
+            bands=curve_intervals(size_evidence_of(result)),
         )
     advisor = result.get("advisor") or {}
     similarity = similarity_view(advisor)

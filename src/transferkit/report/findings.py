@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..stats import A_BETTER, B_BETTER
 from .benefit import crossover, int_keys, is_finite
 from .markup import fmt_number
 from .roles import BASELINE, pick_pair
@@ -26,19 +27,75 @@ def best_strategy(result: Mapping[str, Any]) -> str | None:
     return max(scored)[1] if scored else None
 
 
-def headline(result: Mapping[str, Any]) -> str | None:
-    """One sentence: the best strategy, where it was scored, and what transfer bought over scratch."""
-    best = best_strategy(result)
-    if best is None:
-        return None
-    acc = accuracy_of(result, best)
+def interval_text(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``0.915 [0.861, 0.950]``; the bare number when no interval exists; an em dash when nothing does."""
+    if not stat or not is_finite(stat.get("mean")):
+        return "—"
+    if not (is_finite(stat.get("low")) and is_finite(stat.get("high"))):
+        return fmt_number(stat["mean"], digits)
+    return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
+
+
+def points_text(d: Mapping[str, Any]) -> str:
+    """A paired difference in points with its interval: ``+12.3 points [+8.1, +16.0]``."""
+    return f"{100 * d['diff']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+
+
+def _where(result: Mapping[str, Any]) -> str:
     split = result.get("split") or {}
     where = ""
     if split.get("scored"):
         where = f" on {split['scored']}"
         if split.get("n_scored") is not None:
-            where += f" ({split['n_scored']} images)"
-    text = f"Best: {best} {fmt_number(acc, 2)}{where}"
+            where += f" ({split['n_scored']} images"
+            repeats = result.get("repeats") or 1
+            where += f", mean of {repeats} draws)" if repeats > 1 else ")"
+    return where
+
+
+def tested_headline(result: Mapping[str, Any], sig: Mapping[str, Any]) -> str:
+    """The headline when paired tests exist: a best only if it is measurably best, transfer vs scratch
+    in words only when the interval of the difference excludes zero."""
+    best = sig["best"]
+    top = best["strategy"]
+    acc = interval_text(sig["summary"][top]["accuracy"])
+    if best["clear"]:
+        text = f"Best: {top} {acc}{_where(result)}, measurably ahead of every other strategy"
+    elif len(best["top_group"]) > 1:
+        text = (f"No single best: {', '.join(best['top_group'])} are within noise of each other "
+                f"(highest {top} {acc}{_where(result)})")
+    else:
+        text = f"Only strategy: {top} {acc}{_where(result)}"
+    vs = sig.get("vs_baseline") or {}
+    if not vs:
+        return text
+    bt = max(vs, key=lambda n: sig["summary"][n]["accuracy"]["mean"])
+    d = vs[bt]
+    base = interval_text(sig["summary"][BASELINE]["accuracy"]) if BASELINE in sig["summary"] else ""
+    if d["decision"] == A_BETTER:
+        return text + f" — transfer helped: {bt} beats {BASELINE} ({base}) by {points_text(d)}"
+    if d["decision"] == B_BETTER:
+        return text + f" — transfer did not help: {BASELINE} ({base}) beats the best transfer, {bt}, by " + \
+            points_text({**d, "diff": -d["diff"], "low": -d["high"], "high": -d["low"]})
+    return text + f" — no measurable difference between {bt} and {BASELINE} ({base}): {points_text(d)}"
+
+
+def headline(result: Mapping[str, Any]) -> str | None:
+    """One sentence: the best strategy, where it was scored, and what transfer bought over scratch.
+
+    With recorded per-image predictions every claim comes from a paired test (``tested_headline``);
+    a result without them states its numbers as one untested draw and claims nothing.
+    """
+    from .evidence import significance_of
+
+    sig = significance_of(result)
+    if sig:
+        return tested_headline(result, sig)
+    best = best_strategy(result)
+    if best is None:
+        return None
+    acc = accuracy_of(result, best)
+    text = f"Highest: {best} {fmt_number(acc, 2)}{_where(result)}"
     scratch = accuracy_of(result, BASELINE)
     if best == BASELINE:
         others = [
@@ -46,24 +103,30 @@ def headline(result: Mapping[str, Any]) -> str | None:
         ]
         if others:
             a, n = max(others)
-            return (
-                text + f" — transfer did not help: the best pretrained strategy, {n}, scored {fmt_number(a, 2)} "
-                f"({100 * (a - acc):+.0f} points)"
-            )
+            return text + f"; the best pretrained strategy, {n}, scored {fmt_number(a, 2)} ({100 * (a - acc):+.0f} " \
+                          "points; one draw, untested)"
         return text
     if scratch is None or acc is None:
         return text + f" (no {BASELINE} baseline was run)"
     gain = 100.0 * (acc - scratch)
-    verb = "bought" if gain >= 0 else "cost"
-    return text + f" vs {BASELINE} {fmt_number(scratch, 2)} — transfer {verb} {gain:+.0f} points"
+    return text + f" vs {BASELINE} {fmt_number(scratch, 2)} ({gain:+.0f} points; one draw, untested)"
 
 
-def data_size_curves(result: Mapping[str, Any]) -> dict[str, dict[int, float]]:
+def all_images_per_class(result: Mapping[str, Any]) -> int | None:
+    """Where the data-size point "all" sits: ``data_size_all_per_class`` (the largest class of the
+    training pool, recorded by compare), else the largest per-class count in ``data.counts``."""
+    recorded = result.get("data_size_all_per_class")
+    if is_finite(recorded):
+        return int(recorded)
     counts = (result.get("data") or {}).get("counts") or {}
     flat = counts
     if counts and all(isinstance(v, Mapping) for v in counts.values()):
         flat = counts.get("train") or next(iter(counts.values()))
-    all_n = max((int(v) for v in flat.values() if is_finite(v)), default=None) if flat else None
+    return max((int(v) for v in flat.values() if is_finite(v)), default=None) if flat else None
+
+
+def data_size_curves(result: Mapping[str, Any]) -> dict[str, dict[int, float]]:
+    all_n = all_images_per_class(result)
     curves: dict[str, dict[int, float]] = {}
     for name, curve in (result.get("data_size") or {}).items():
         if not isinstance(curve, Mapping):

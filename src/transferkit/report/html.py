@@ -31,6 +31,7 @@ page that says so). Accuracies are fractions in [0, 1]. Mappings keep their inse
 ``budget``: {name: value} (optional, e.g. ``epochs``), listed with the run.
 ``strategies``: {name: dict} in display order, each with
     ``metrics``: {``accuracy``, ``balanced_accuracy``, ``macro_f1``: float,
+    ``accuracy_interval``, ``balanced_accuracy_interval``: [low, high] (optional, 95%),
     ``per_class``: {class: {``precision``, ``recall``, ``f1``: float, ``support``: int}},
     ``confusion_matrix``: list[list[int]] (rows true, columns predicted, ``data.classes`` order)},
     ``history``: list of per-epoch dicts (``epoch``, ``train_loss``, ``val_loss``, ``val_acc``,
@@ -41,6 +42,14 @@ page that says so). Accuracies are fractions in [0, 1]. Mappings keep their inse
 ``data_size``: {strategy: {images per class (int or int-like str): accuracy}}. A key ``"all"``
     stands for the whole training set and is placed at the largest per-class count in
     ``data.counts`` (dropped when that is unknown).
+``repeats``: int (draws per strategy and data-size point; default 1).
+``scored_labels``: list[int], the class index of each scored image, in the order the draws'
+    ``pred`` lists use. With ``strategies[name]["draws"]`` (list of {``seed``, ``accuracy``,
+    ``pred``: list[int]}) and ``data_size_draws`` ({strategy: {images per class: [pred lists]}}) it
+    lets the report compute every interval and paired test (``report.evidence``); ``significance``
+    and ``data_size_evidence`` are those, as compare recorded them. Without them the page shows
+    single untested draws, flags nothing red, and says how to get intervals.
+``data_size_all_per_class``: int, where the point "all" sits (the largest class of the training pool).
 ``advisor``: dict
     ``strategy`` (str), ``layer`` (str), ``frozen_stages`` (int), ``reasons`` (list[str]),
     ``table_rule`` (str: the size x similarity rule that applied),
@@ -66,11 +75,19 @@ from typing import Any
 from ..errors import ConfigError
 from ..io import atomic_write_text
 from .benefit import transfer_benefit
+from .evidence import significance_of
 from .figures import draw_figures
 from .findings import best_strategy, headline
 from .markup import esc
 from .provenance import provenance_section
-from .sections import benefit_section, data_size_table, metrics_section, params_section, summary_section
+from .sections import (
+    benefit_section,
+    data_size_table,
+    metrics_section,
+    params_section,
+    size_benefit_section,
+    summary_section,
+)
 
 # best_strategy and headline are read from the result in findings; they are part of this module's API.
 __all__ = ["CSS", "best_strategy", "headline", "render_html", "write_report"]
@@ -93,6 +110,7 @@ p { margin: 8px 0; }
 .headline { font-size: 19px; font-weight: 600; background: var(--soft); border-left: 5px solid var(--accent);
             padding: 12px 16px; margin: 12px 0; }
 .callout { padding: 10px 14px; border-radius: 4px; font-weight: 600; }
+.plain { font-size: 16px; max-width: 80ch; }
 .callout.neg { background: #fdecea; color: var(--neg); border-left: 5px solid var(--neg); }
 .card { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 6px 16px 10px;
         margin: 12px 0; min-width: 0; }
@@ -148,7 +166,8 @@ def render_html(
         ]
         if x
     )
-    body = [summary_section(result, benefit), benefit_section(benefit), metrics_section(result, best)]
+    body = [summary_section(result, benefit), metrics_section(result, best), size_benefit_section(result),
+            benefit_section(benefit, result)]
     fig_html = "".join(figures.values())
     ds_table = data_size_table(result)
     if fig_html or ds_table or failed:
@@ -167,8 +186,9 @@ def render_html(
         content = '<p class="muted">This result holds no metrics, curves or provenance to report.</p>'
     links = [
         ("summary", "Summary"),
-        ("benefit", "Benefit"),
         ("metrics", "Strategies"),
+        ("size-benefit", "By data size"),
+        ("benefit", "Learning curves"),
         ("figures", "Figures"),
         ("provenance", "Provenance"),
     ]
@@ -204,10 +224,11 @@ def write_report(
         raise ConfigError(f"write_report expects the result as a dict; got {type(result).__name__}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    benefit = result.get("benefit")
-    if not benefit:
-        histories = {n: s.get("history") for n, s in (result.get("strategies") or {}).items() if s and s.get("history")}
-        benefit = transfer_benefit(histories) if histories else None
+    # Recomputed from the histories (a pure function of them) so that what is flagged red follows
+    # the paired tests; a result written before the tests existed flags nothing.
+    histories = {n: s.get("history") for n, s in (result.get("strategies") or {}).items() if s and s.get("history")}
+    verdicts = (significance_of(result) or {}).get("vs_baseline")
+    benefit = transfer_benefit(histories, verdicts=verdicts) if histories else result.get("benefit")
     best = best_strategy(result)
     figs = draw_figures(result, benefit, best, out_dir, misclassified_images)
     page = render_html(result, figs.items, figs.failed, benefit)

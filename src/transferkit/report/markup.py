@@ -27,12 +27,6 @@ def fmt_points(value: Any) -> str:
     return f"{100.0 * value:+.1f}" if is_finite(value) else "—"
 
 
-def sign_class(value: Any) -> str:
-    if not is_finite(value):
-        return ""
-    return ' class="pos"' if value > 0 else (' class="neg"' if value < 0 else "")
-
-
 def img_tag(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{esc(alt)}">'

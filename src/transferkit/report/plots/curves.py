@@ -11,7 +11,7 @@ import numpy as np
 from ...errors import ConfigError
 from ..benefit import crossover, int_keys, is_finite
 from ..roles import BASELINE, pick_pair
-from .style import NEGATIVE, POSITIVE, line_style, plt, save, strategy_color
+from .style import NEGATIVE, NEUTRAL, POSITIVE, line_style, plt, save, strategy_color
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -83,8 +83,12 @@ def plot_data_size(
     *,
     probe: str | None = None,
     finetune: str | None = None,
+    bands: Mapping[str, Mapping[int, tuple[float, float]]] | None = None,
 ) -> Path:
     """Accuracy against images per class (log x), one line per strategy; the crossover marked.
+
+    ``bands`` maps strategy -> {images per class: (low, high)}: each line's 95% interval, drawn
+    as a shaded band (from ``report.evidence.curve_intervals``).
 
     ``data_size`` maps strategy -> {images per class: accuracy}. The crossover is computed
     between ``probe`` and ``finetune`` (default: the first probe / fine-tune strategy present).
@@ -110,6 +114,11 @@ def plot_data_size(
             label=name,
             **line_style(name),
         )
+        band = (bands or {}).get(name) or {}
+        bn = [n for n in ns if n in band and all(is_finite(v) for v in band[n])]
+        if len(bn) >= 2:
+            ax.fill_between(bn, [band[n][0] for n in bn], [band[n][1] for n in bn],
+                            color=strategy_color(name, order), alpha=0.15, linewidth=0)
     ax.set_xscale("log")
     ticks = sorted(all_n)
     ax.set_xticks(ticks)
@@ -146,7 +155,9 @@ def plot_data_size(
 def plot_benefit(benefit: Mapping[str, Any], path: str | Path) -> Path:
     """Three panels of bars: start, slope and asymptote of each strategy minus the baseline's, in points.
 
-    ``benefit`` is the output of ``transfer_benefit``; negative bars are red.
+    ``benefit`` is the output of ``transfer_benefit``. A strategy's bars are green or red only when
+    the paired test of its final accuracy against the baseline is significant (``decision``), grey
+    otherwise: an untested or within-noise difference is not coloured as a win or a loss.
     """
     rows = {name: r for name, r in benefit.get("strategies", {}).items() if r.get("delta")}
     if not rows:
@@ -163,7 +174,9 @@ def plot_benefit(benefit: Mapping[str, Any], path: str | Path) -> Path:
     for ax, (key, label) in zip(axes, panels, strict=True):
         raw = [rows[n]["delta"].get(key) for n in names]
         vals = [100.0 * v if is_finite(v) else 0.0 for v in raw]
-        ax.barh(y, vals, color=[POSITIVE if v >= 0 else NEGATIVE for v in vals], height=0.6)
+        colours = [POSITIVE if rows[n].get("decision") == "a_better" else
+                   NEGATIVE if rows[n].get("negative_transfer") else NEUTRAL for n in names]
+        ax.barh(y, vals, color=colours, height=0.6)
         ax.axvline(0, color="black", linewidth=0.8)
         span = max([abs(v) for v in vals] + [1.0])
         ax.set_xlim(min(0.0, min(vals)) - 0.3 * span, max(0.0, max(vals)) + 0.3 * span)
@@ -182,6 +195,7 @@ def plot_benefit(benefit: Mapping[str, Any], path: str | Path) -> Path:
     axes[0].set_yticks(y)
     axes[0].set_yticklabels(names)
     axes[0].invert_yaxis()
-    fig.suptitle(f"Transfer benefit over {baseline} (positive = pretrained is better)", fontsize=11)
+    fig.suptitle(f"Transfer benefit over {baseline} on the learning curves (positive = pretrained is ahead; "
+                 "green/red only where the paired test of final accuracy is significant)", fontsize=10)
     fig.tight_layout()
     return save(fig, path)

@@ -25,6 +25,7 @@ from ..roles import BASELINE  # noqa: E402
 DPI = 110
 NEGATIVE = "#c0392b"
 POSITIVE = "#2e7d32"
+NEUTRAL = "#9aa5b1"  # a difference no test has shown to be real
 BASELINE_COLOR = "#555555"
 # Handed out in registry order to every strategy but the baseline, then to names the registry
 # does not know (in the order a figure lists them).
