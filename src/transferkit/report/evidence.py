@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import stats
+from .benefit import is_finite
 from .roles import BASELINE
 
 ALL = "all"
@@ -145,7 +146,7 @@ def size_evidence(result: Mapping[str, Any], baseline: str = BASELINE) -> dict[s
     curves = size_draws(result)
     if y is None or not curves:
         return None
-    all_n = _all_images_per_class(result)
+    all_n = all_images_per_class(result)
     points = {name: {str(n): stats.accuracy_summary(y, p) for n, p in c.items()} for name, c in curves.items()}
     out: dict[str, Any] = {"points": points, "vs_baseline": {}, "benefit": {}, "catches_up": None,
                            "all_per_class": all_n}
@@ -175,10 +176,17 @@ def size_evidence(result: Mapping[str, Any], baseline: str = BASELINE) -> dict[s
     return out
 
 
-def _all_images_per_class(result: Mapping[str, Any]) -> int | None:
-    from .findings import all_images_per_class
-
-    return all_images_per_class(result)
+def all_images_per_class(result: Mapping[str, Any]) -> int | None:
+    """Where the data-size point "all" sits: ``data_size_all_per_class`` (the largest class of the
+    training pool, recorded by compare), else the largest per-class count in ``data.counts``."""
+    recorded = result.get("data_size_all_per_class")
+    if is_finite(recorded):
+        return int(recorded)
+    counts = (result.get("data") or {}).get("counts") or {}
+    flat = counts
+    if counts and all(isinstance(v, Mapping) for v in counts.values()):
+        flat = counts.get("train") or next(iter(counts.values()))
+    return max((int(v) for v in flat.values() if is_finite(v)), default=None) if flat else None
 
 
 def _order(size: Any) -> float:

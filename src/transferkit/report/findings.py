@@ -8,6 +8,7 @@ from typing import Any
 
 from ..stats import A_BETTER, B_BETTER
 from .benefit import crossover, int_keys, is_finite
+from .evidence import all_images_per_class, significance_of
 from .markup import fmt_number
 from .roles import BASELINE, pick_pair
 
@@ -86,8 +87,6 @@ def headline(result: Mapping[str, Any]) -> str | None:
     With recorded per-image predictions every claim comes from a paired test (``tested_headline``);
     a result without them states its numbers as one untested draw and claims nothing.
     """
-    from .evidence import significance_of
-
     sig = significance_of(result)
     if sig:
         return tested_headline(result, sig)
@@ -110,19 +109,6 @@ def headline(result: Mapping[str, Any]) -> str | None:
         return text + f" (no {BASELINE} baseline was run)"
     gain = 100.0 * (acc - scratch)
     return text + f" vs {BASELINE} {fmt_number(scratch, 2)} ({gain:+.0f} points; one draw, untested)"
-
-
-def all_images_per_class(result: Mapping[str, Any]) -> int | None:
-    """Where the data-size point "all" sits: ``data_size_all_per_class`` (the largest class of the
-    training pool, recorded by compare), else the largest per-class count in ``data.counts``."""
-    recorded = result.get("data_size_all_per_class")
-    if is_finite(recorded):
-        return int(recorded)
-    counts = (result.get("data") or {}).get("counts") or {}
-    flat = counts
-    if counts and all(isinstance(v, Mapping) for v in counts.values()):
-        flat = counts.get("train") or next(iter(counts.values()))
-    return max((int(v) for v in flat.values() if is_finite(v)), default=None) if flat else None
 
 
 def data_size_curves(result: Mapping[str, Any]) -> dict[str, dict[int, float]]:
