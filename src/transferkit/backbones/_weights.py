@@ -110,19 +110,28 @@ def load_into(model: nn.Module, sd: Mapping[str, torch.Tensor], *, source: str, 
         f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
     ]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing from the file: {_head(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected in the file: {_head(unexpected)}")
-        if wrong_shape:
-            parts.append(f"{len(wrong_shape)} with a different shape: {_head(wrong_shape)}")
+    mismatch = describe_mismatch(missing, unexpected, wrong_shape)
+    if mismatch:
         raise BackboneError(
-            f"Weights {source} do not fit architecture {arch!r}: " + "; ".join(parts) + ". Check that "
+            f"Weights {source} do not fit architecture {arch!r}: {mismatch}. Check that "
             "the architecture name and its model_kwargs (in the backbone card) match the weights."
         )
     model.load_state_dict(sd, strict=True)
+
+
+def describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[str], *,
+                      missing_what: str = "missing from the file",
+                      wrong_what: str = "with a different shape") -> str:
+    """"N missing ...; N unexpected in the file: ...; N with ...", the first few of each named; ""
+    when everything fits. Shared by every weights loader so their refusals read alike."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} {missing_what}: {_head(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected in the file: {_head(unexpected)}")
+    if wrong:
+        parts.append(f"{len(wrong)} {wrong_what}: {_head(wrong)}")
+    return "; ".join(parts)
 
 
 def _head(items: list[str], n: int = 8) -> str:

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import BackboneError
+from .._weights import describe_mismatch
 from .h5 import KerasWeights
 from .layers import KERAS_KINDS
 
@@ -62,10 +63,6 @@ def _keras_shape(kind: str, role: str, t: torch.Tensor) -> tuple[int, ...]:
     return (s[1], s[0])
 
 
-def _head(items: list[str], n: int = 8) -> str:
-    return ", ".join(items[:n]) + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
-
-
 def keras_to_state_dict(weights: KerasWeights, model: nn.Module, *, arch: str, fix: str,
                         ignore: Collection[str] = (), rename: Callable[[list[str]], Mapping[str, str]] | None = None,
                         bgr_first_conv: str | None = None) -> dict[str, torch.Tensor]:
@@ -109,13 +106,8 @@ def keras_to_state_dict(weights: KerasWeights, model: nn.Module, *, arch: str, f
             if role == "kernel" and t.keras_name == bgr_first_conv:
                 converted = converted[:, ::-1]
             sd[key] = torch.from_numpy(np.ascontiguousarray(converted))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} layer(s) missing from the file: {_head(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected in the file: {_head(unexpected)}")
-        if wrong:
-            parts.append(f"{len(wrong)} with other tensors or shapes: {_head(wrong)}")
-        raise BackboneError(f"{weights.path} does not fit Keras {arch}: " + "; ".join(parts) + f". {fix}")
+    mismatch = describe_mismatch(missing, unexpected, wrong, missing_what="layer(s) missing from the file",
+                                 wrong_what="with other tensors or shapes")
+    if mismatch:
+        raise BackboneError(f"{weights.path} does not fit Keras {arch}: {mismatch}. {fix}")
     return sd
