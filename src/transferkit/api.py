@@ -121,7 +121,7 @@ class TransferClassifier:
         dataset = as_dataset(data, seed=self.seed)
         backbone = self._backbone()
         roles = roles or split_roles(dataset, self.val_fraction, self.seed)
-        strategy_name, params, advice = self._resolve_strategy(dataset, backbone, roles)
+        strategy_name, params, ignored, advice = self._resolve_strategy(dataset, backbone, roles)
         strategy = get_strategy(strategy_name)
         run_path = Path(run_dir) if run_dir is not None else None
         if resume and run_path is None:
@@ -133,6 +133,7 @@ class TransferClassifier:
         self.classes_ = list(dataset.classes)
         self.strategy_ = strategy_name
         self.params_ = params
+        self.ignored_params_ = ignored
         self.split_ = roles.describe(dataset)
         self.data_ = {"path": str(dataset.root), "name": dataset.name, "fingerprint": dataset.fingerprint,
                       "n_images": len(dataset), "classes": list(dataset.classes),
@@ -197,7 +198,9 @@ class TransferClassifier:
 
         return CacheLayout.of(self.cache_dir)
 
-    def _resolve_strategy(self, dataset, backbone, roles: Roles) -> tuple[str, dict[str, Any], dict | None]:
+    def _resolve_strategy(self, dataset, backbone, roles: Roles
+                          ) -> tuple[str, dict[str, Any], dict[str, Any], dict | None]:
+        """(strategy name, the parameters it gets, the explicit settings it ignores, the advice)."""
         from .strategies import get_strategy
 
         explicit = {"layer": self.layer, "hidden": tuple(self.hidden or ()), "epochs": self.epochs, "lr": self.lr,
@@ -219,9 +222,9 @@ class TransferClassifier:
         declared = get_strategy(name).defaults
         # A setting the strategy does not read (``epochs`` for ``linear``, a ``batch_size`` given
         # for whatever ``auto`` picks) is not passed on; the run records it as ignored.
-        self.ignored_params_ = {k: v for k, v in explicit.items() if k not in declared}
+        ignored = {k: v for k, v in explicit.items() if k not in declared}
         params = {**declared, **planned, **{k: v for k, v in explicit.items() if k in declared}}
-        return name, params, advice
+        return name, params, ignored, advice
 
     # ------------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
@@ -305,7 +308,7 @@ class TransferClassifier:
             "strategy": self.strategy_, "requested_strategy": self.strategy, "params": self.params_,
             "backbone": {"spec": str(bb.spec), "name": bb.name, "arch": bb.arch, "pretrained": bb.pretrained,
                          "weights_hash": bb.weights_hash, "card": bb.card()},
-            "ignored_params": getattr(self, "ignored_params_", {}),
+            "ignored_params": self.ignored_params_,
             "classes": self.classes_, "seed": self.seed, "device": self.device, "precision": self.precision,
             "data": self.data_, "split": self.split_, "advice": self.advice_,
             "command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -5,13 +5,12 @@ The guarantees it keeps are listed in the package docstring (``transferkit.engin
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from .data import ArrayData, EpochSampler, UInt8ImageDataset, to_input
 from .evaluate import evaluate
 from .fabric import make_fabric, precision_name
 from .freezing import Groups, apply_bn_policy, build_optimizer, build_scheduler, network_groups, set_frozen
+from .progress import epoch_progress
 
 log = logging.getLogger("transferkit.engine")
 
@@ -143,7 +143,7 @@ def fit_network(
     done_epochs = run.start_epoch
     # CPU bf16: strided depthwise convolutions stay fp32 (their bf16 backward is slow; see runtime.py).
     cpu_bf16 = run.fabric.device.type == "cpu" and "bf16" in precision_name(run.fabric)
-    with fp32_strided_depthwise(net, enabled=cpu_bf16), _progress(progress and run.fabric.is_global_zero,
+    with fp32_strided_depthwise(net, enabled=cpu_bf16), epoch_progress(progress and run.fabric.is_global_zero,
                                                                    config.epochs) as bar:
         for epoch in range(run.start_epoch, config.epochs):
             t0 = time.perf_counter()
@@ -403,26 +403,3 @@ def _finish(run: _Run, done_epochs: int) -> TrainResult:
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**63 - 1)
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total_epochs: int) -> Iterator[Callable[..., None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        transient=False,
-    ) as prog:
-        task = prog.add_task("train", total=None, info="")
-
-        def update(epoch: int, done: int, total: int, info: str = "") -> None:
-            prog.update(task, description=f"epoch {epoch + 1}/{total_epochs}", completed=done, total=total, info=info)
-
-        yield update
