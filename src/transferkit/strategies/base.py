@@ -56,11 +56,6 @@ class FitContext:
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
-    def store_dir(self) -> Path:
-        """The feature store (``cache.features``)."""
-        return self.cache.features
-
-    @property
     def train(self) -> ImageDataset:
         return self.dataset.subset(self.train_idx)
 
