@@ -107,19 +107,17 @@ def advise(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure size and similarity to the backbone's source data, and plan the strategy (with reasons)."""
-    from ..advisor import advise as run_advisor
-    from ..api import as_dataset
-    from ..runtime import CacheLayout
+    """Measure size and similarity, score every feature-store candidate, and say what `auto` would do."""
+    from ..api import TransferClassifier
 
-    dataset = as_dataset(data, seed=seed)
     bb = built_backbone(backbone, weights, allow_outside_weights)
-    advice = run_advisor(dataset, bb, store_dir=CacheLayout.of(cache_dir).features, device=device,
-                         seed=seed, progress=not quiet)
+    clf = TransferClassifier(backbone=bb, strategy="auto", device=device, cache_dir=cache_dir, seed=seed,
+                             progress=not quiet)
+    selection = clf.plan(data)
     if as_json:
-        print_json(advice.to_dict())
+        print_json(selection.to_dict())
         return
-    for line in advice.summary_lines():
+    for line in selection.summary_lines():
         out.print(line, highlight=False)
 
 
