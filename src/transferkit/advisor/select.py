@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..strategies import STRATEGIES, strategy_class
+from ..strategies import strategy_class, strategy_names
 from ._json import json_ready
 from .rules import STEEP_SLOPE, is_small
 
@@ -184,9 +184,10 @@ def cv_rows(y: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(keep)
 
 
-def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int,
+def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, similar: bool,
                      log: Callable[[str], None] | None = None) -> list[CandidateScore]:
-    """Every feature-store candidate's repeated-CV accuracy on the rows ``learn_idx`` of the dataset."""
+    """Every feature-store candidate's repeated-CV accuracy on the rows ``learn_idx`` of the dataset
+    (those that need a forward pass of their own only when the data is not ``similar``)."""
     labels = np.asarray(ctx.dataset.labels)
     rows = learn_idx[cv_rows(labels[learn_idx], seed)]
     y_all = labels[rows]
@@ -196,8 +197,9 @@ def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int,
     if not splits:
         return []
     scores = []
-    for name, cls in STRATEGIES.items():
-        if not cls.uses_feature_store or not hasattr(cls, "cv_candidates"):
+    for name in strategy_names(feature_store=True):
+        cls = strategy_class(name)
+        if cls.own_forward_pass and similar:
             continue
         for params in cls.cv_candidates(ctx.backbone):
             t0 = time.perf_counter()
@@ -378,7 +380,7 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
     base_ctx = make_ctx("linear")
     learn = np.sort(np.concatenate([base_ctx.train_idx] + (
         [base_ctx.val_idx] if base_ctx.val_idx is not None else [])))
-    scores = score_candidates(base_ctx, learn, seed, log)
+    scores = score_candidates(base_ctx, learn, seed, similar=advice.similarity.similar, log=log)
     cost["cv_seconds"] = round(sum(c.seconds for c in scores), 3)
     if not scores:
         reasons.append("Cross-validation needs two training images in every class; the advisor's rule "

@@ -43,6 +43,8 @@ class AdaBNStrategy(StoreHeadStrategy):
     description: ClassVar[str] = ("Frozen network with its BatchNorm statistics re-estimated on the training "
                                   "images (AdaBN); logistic regression at the best cut point.")
     case: ClassVar[str] = "small & different"
+    complexity: ClassVar[int] = 2
+    own_forward_pass: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {"layer": None, "pool": "avg"}
 
     @classmethod

@@ -145,6 +145,9 @@ class Strategy(ABC):
     # Order of preference among candidates that score alike (``auto``'s one-standard-error rule
     # takes the lowest): how much the strategy fits beyond a linear map of frozen features.
     complexity: ClassVar[int] = 0
+    # Scoring it costs a forward pass of its own over the dataset (not the shared feature store):
+    # ``auto`` scores it only on data the advisor measured as different from the source.
+    own_forward_pass: ClassVar[bool] = False
     # The parameters this strategy reads from FitContext.params, with their defaults.
     defaults: ClassVar[dict[str, Any]] = {}
 

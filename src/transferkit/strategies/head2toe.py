@@ -44,6 +44,7 @@ class Head2ToeStrategy(StoreHeadStrategy):
     description: ClassVar[str] = ("Frozen network; logistic regression on the features of every cut point "
                                   "together, the most relevant kept (Head2Toe).")
     case: ClassVar[str] = "small, similar or different"
+    complexity: ClassVar[int] = 2
     defaults: ClassVar[dict[str, Any]] = {"keep_fraction": None, "pool": "avg"}
 
     @classmethod

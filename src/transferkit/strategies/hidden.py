@@ -20,6 +20,7 @@ class HiddenStrategy(FeatureStoreStrategy):
         "Whole network frozen; new hidden fully connected layers and output trained on the stored pooled features."
     )
     case: ClassVar[str] = "small, classes not linearly separable in the codes"
+    complexity: ClassVar[int] = 3
     compared_by_default: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {"hidden": (512,), "dropout": 0.5, "epochs": 100, "lr": 1e-3}
 

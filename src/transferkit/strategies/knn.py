@@ -25,6 +25,7 @@ class KnnStrategy(StoreHeadStrategy):
     description: ClassVar[str] = ("Frozen network; k-nearest neighbours by cosine similarity to the training "
                                   "images' pooled features (k by leave-one-out).")
     case: ClassVar[str] = "small & similar, classes in clusters"
+    complexity: ClassVar[int] = 1
     defaults: ClassVar[dict[str, Any]] = {"layer": "pool", "k": None, "pool": "avg"}
 
     @classmethod
