@@ -32,6 +32,7 @@ import torch
 from ..errors import ConfigError, DataError, StoreError
 from ..io import kill_point, sha256_json
 from ..runtime import CacheLayout, inference_context, resolve_device, resolve_precision
+from .distributed import consolidate_shared, current_shard, decode_dir_for
 from .featureset import FeatureSet
 from .store import LayerStore, layer_key_meta
 
@@ -97,6 +98,8 @@ def extract_features(
     network strategies), a path puts it there, False decodes chunk by chunk without caching.
     ``pool``: "avg" (global average) or an int g (g x g grid, flattened). ``precision``: "auto" |
     "fp32" | "bf16" | "fp16", "auto" resolved for extraction (see ``transferkit.runtime``).
+    When a process group of several processes is initialised (torchrun) this is a collective call:
+    each rank computes a share of the chunks and all return the same store (``distributed.py``).
     """
     names = _check_layers(backbone, layers)
     pool = _check_pool(pool)
@@ -170,19 +173,29 @@ def _compute(backbone: Any, dataset: Any, stores: dict[str, LayerStore], *, n: i
              chunk_size: int, device: torch.device, precision: str, pool: str | int, progress: bool,
              decode_dir: Path | None) -> None:
     layout = {"n": n, "chunk_size": chunk_size, "batch_size": batch_size, "device": device.type}
-    for st in stores.values():
-        st.open_partial(layout)
     chunks = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+    # Under torchrun each rank computes a round-robin share of the missing chunks (distributed.py).
+    shard = current_shard()
     pending = []
-    for s, e in chunks:
-        missing = [name for name, st in stores.items() if st.chunk_dim(s, e) is None]
-        if missing:
-            pending.append((s, e, missing))
+    if shard is None or shard.is_first:
+        for st in stores.values():
+            st.open_partial(layout)
+        for s, e in chunks:
+            missing = [name for name, st in stores.items() if st.chunk_dim(s, e) is None]
+            if missing:
+                pending.append((s, e, missing))
+    if shard is not None:
+        pending = shard.mine(shard.agree(layout, pending))
+        decode_dir = decode_dir_for(shard, dataset, decode_dir, backbone.preprocessing)
+        progress = progress and shard.is_first
     if pending:
         _run_chunks(backbone, dataset, stores, pending, n=n, batch_size=batch_size, device=device,
                     precision=precision, pool=pool, progress=progress, decode_dir=decode_dir)
         if dataset.fingerprint != stores[next(iter(stores))].meta["dataset"]:
             return  # images were dropped at decode time; the caller starts over with new keys
+    if shard is not None:
+        consolidate_shared(shard, list(stores.values()), chunks)
+        return
     for st in stores.values():
         st.consolidate(chunks)
 
