@@ -205,11 +205,8 @@ def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, simil
             t0 = time.perf_counter()
             feats = cls.candidate_features(ctx, params)
             x = {k: np.asarray(v)[rows] for k, v in feats.items()}
-            accs = []
-            for tr, va in splits:
-                predict = cls.fit_arrays({k: v[tr] for k, v in x.items()}, y[tr], len(present), params, seed)
-                accs.append(float((predict({k: v[va] for k, v in x.items()}).argmax(1) == y[va]).mean()))
-            accs_arr = np.asarray(accs)
+            accs = cls.cv_scores(x, y, splits, len(present), params, seed)
+            accs_arr = np.asarray(accs, dtype=np.float64)
             score = CandidateScore(strategy=name, params=dict(params), mean=float(accs_arr.mean()),
                                    se=float(accs_arr.std(ddof=1) / math.sqrt(len(accs_arr))) if len(accs) > 1 else 0.0,
                                    folds=len(accs), seconds=time.perf_counter() - t0, complexity=cls.complexity)

@@ -84,6 +84,29 @@ class Head2ToeStrategy(StoreHeadStrategy):
                 "cv_accuracy_by_fraction": by_fraction}
         return FittedHead(layers, head, info)
 
+    @classmethod
+    def cv_scores(cls, features: dict[str, np.ndarray], y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+                  num_classes: int, params: dict[str, Any], seed: int) -> np.ndarray:
+        """``auto``'s per-fold accuracies: on each fold the relevance scores come from the training rows
+        only, then every kept fraction's probe along the whole L2 path is scored on the fold's
+        validation rows; the (fraction, strength) with the best mean over the folds gives the scores
+        (as ``LogisticRegressionCV`` picks its strength: one pair from a small smooth grid)."""
+        from ._probe import probe_path_accuracy
+
+        layers = distinct_layers(features)
+        x = np.concatenate([features[layer] for layer in layers], axis=1)
+        fraction = params.get("keep_fraction")
+        fractions = KEEP_FRACTIONS if fraction is None else (float(fraction),)
+        table = []  # (fold, fraction, C)
+        for tr, va in splits:
+            z_tr, z_va = layer_weighted(x[tr], x[va], features, layers)
+            order = np.argsort(-relevance_scores(z_tr, y[tr], num_classes), kind="stable")
+            table.append([probe_path_accuracy(z_tr[:, keep], y[tr], z_va[:, keep], y[va], seed)
+                          for keep in (np.sort(order[:max(1, math.ceil(f * x.shape[1]))]) for f in fractions)])
+        acc = np.asarray(table)
+        f_best, c_best = np.unravel_index(int(acc.mean(axis=0).argmax()), acc.shape[1:])
+        return acc[:, f_best, c_best]
+
     def fit(self, ctx: FitContext) -> FittedModel:
         fraction = ctx.params.get("keep_fraction")
         if fraction is not None and not (isinstance(fraction, int | float) and 0.0 < float(fraction) <= 1.0):
@@ -92,6 +115,17 @@ class Head2ToeStrategy(StoreHeadStrategy):
             raise ConfigError(f"The 'keep_fraction' parameter of head2toe must be a number in (0, 1]. Got "
                               f"{fraction!r}; leave it unset to choose it by cross-validation.")
         return super().fit(ctx)
+
+
+def layer_weighted(x_tr: np.ndarray, x_va: np.ndarray, features: dict[str, np.ndarray],
+                   layers: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Both row sets standardised on the training rows, each layer weighted as ``fit_arrays`` does."""
+    from ._probe import standardiser
+
+    mean, scale = standardiser(x_tr)
+    widths = np.array([features[layer].shape[1] for layer in layers], dtype=np.float64)
+    scale = scale / np.repeat(np.sqrt(widths.mean() / widths), widths.astype(int)).astype(np.float32)
+    return (x_tr - mean) / scale, (x_va - mean) / scale
 
 
 def distinct_layers(features: dict[str, np.ndarray]) -> list[str]:
