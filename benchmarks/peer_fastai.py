@@ -304,6 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.fastai_child:
         fastai_child(args.fastai_child)
         return
+    import importlib.util
+
+    if importlib.util.find_spec("fastai") is None:
+        raise SystemExit("fastai is not installed here; it is a benchmark-only dependency: `uv sync --group bench`, "
+                         "then `uv run python benchmarks/peer_fastai.py`.")
     from transferkit.data import load_dataset
     from transferkit.io import atomic_write_json
 
