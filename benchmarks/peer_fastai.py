@@ -5,10 +5,11 @@ In one invocation, on exactly the same training images and exactly the same held
 - **fastai** (2.8): ``vision_learner`` with the same timm body, weights and preprocessing as the
   backbone card (built by transferkit's backbone factory, so mean/std, input size and
   interpolation are the card's; nothing is downloaded), fastai's defaults otherwise (its head,
-  Adam, batch size 64, ``Resize`` squishing the whole image like the card, no augmentation, as
-  in fastai's quick start), then ``fine_tune(N)``. fastai's validation set is the held-out set:
-  with its defaults (no callbacks) it only reports on it, it chooses nothing, and its per-epoch
-  validation pass is part of its time, as it is for every fastai user.
+  Adam, batch size 64, ``Resize`` squishing the whole image like the card, no augmentation as in
+  fastai's quick start; ``--fastai-aug`` adds ``aug_transforms()``), then ``fine_tune(N)``.
+  fastai's validation set is the held-out set: with its defaults (no callbacks) it only reports
+  on it, it chooses nothing, and its per-epoch validation pass is part of its time, as it is for
+  every fastai user.
 - **transferkit**: ``transferkit fit DATA --strategy auto`` run as a user runs it (the CLI, a
   fresh cache directory), scored by the run itself on its held-out split.
 
@@ -125,7 +126,16 @@ def fastai_child(spec_path: str) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from fastai.vision.all import ImageDataLoaders, Normalize, Resize, ResizeMethod, accuracy, set_seed, vision_learner
+    from fastai.vision.all import (
+        ImageDataLoaders,
+        Normalize,
+        Resize,
+        ResizeMethod,
+        accuracy,
+        aug_transforms,
+        set_seed,
+        vision_learner,
+    )
     from PIL import Image
 
     from transferkit.backbones import load_backbone
@@ -149,7 +159,7 @@ def fastai_child(spec_path: str) -> None:
         items, path=spec["root"], fn_col="fname", label_col="label", valid_col="is_valid", bs=spec["bs"],
         item_tfms=Resize(pre.size, method=ResizeMethod.Squish, resamples=(resample, Image.Resampling.NEAREST)),
         # the card's mean/std (fastai adds none for a body it has no metadata for)
-        batch_tfms=[Normalize.from_stats(list(pre.mean), list(pre.std))])
+        batch_tfms=[*(aug_transforms() if spec["aug"] else []), Normalize.from_stats(list(pre.mean), list(pre.std))])
     learn = vision_learner(dls, card_body, metrics=accuracy)
     phases["setup"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -173,7 +183,8 @@ def run_fastai(ds, train, scored, data_root: Path, args, work: Path) -> dict[str
     # fastai drops the last incomplete training batch: keep at least one batch on tiny (quick) data
     bs = min(FASTAI_BATCH_SIZE, max(2, len(train) // 2))
     spec = {"items": items, "root": str(data_root), "card": str(args.backbone), "epochs": args.fastai_epochs,
-            "threads": args.threads, "seed": args.seed, "bs": bs, "out": str(work / "fastai-out.json")}
+            "threads": args.threads, "seed": args.seed, "bs": bs, "aug": args.fastai_aug,
+            "out": str(work / "fastai-out.json")}
     (work / "fastai-spec.json").write_text(json.dumps(spec))
     log(f"fastai: vision_learner + fine_tune({args.fastai_epochs}) on {len(train)} images ...")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--fastai-child", str(work / "fastai-spec.json")]
@@ -182,7 +193,8 @@ def run_fastai(ds, train, scored, data_root: Path, args, work: Path) -> dict[str
     by_file = out.pop("predictions")
     names = [by_file[item[0]] for item in items[len(train):]]
     return {"seconds": seconds, "pred": np.array([ds.classes.index(n) for n in names]), **out,
-            "recipe": f"vision_learner(card body, defaults) + fine_tune({args.fastai_epochs})"}
+            "recipe": f"vision_learner(card body, defaults{', aug_transforms()' if args.fastai_aug else ''})"
+                      f" + fine_tune({args.fastai_epochs})"}
 
 
 def run_transferkit(ds, scored, data: Path, args, work: Path) -> dict[str, Any]:
@@ -251,6 +263,11 @@ def report(ds, train, scored, fa: dict, tk: dict, args, machine: dict) -> dict[s
     return {"dataset": {"path": str(args.data), "name": ds.name, "fingerprint": ds.fingerprint,
                         "train": len(train), "scored": len(scored), "quick": args.quick},
             "fastai": fastai, "transferkit": transferkit, "paired": paired,
+            # image by image, for an audit or a later pairing: file (relative to the data root), true class,
+            # each side's prediction (class indices into "classes")
+            "classes": list(ds.classes),
+            "scored_images": {"file": [os.path.relpath(ds.sources[i], ds.root) for i in scored], "label": y.tolist(),
+                              "fastai": fa["pred"].tolist(), "transferkit": tk["pred"].tolist()},
             "wall_ratio_transferkit_over_fastai": ratio, "goal_met": goal, "machine": machine,
             "command": " ".join(map(shlex.quote, sys.argv)), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -271,6 +288,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbone", type=Path, default=CARD, help="backbone card (both sides use it)")
     p.add_argument("--fastai-epochs", type=int, default=None,
                    help=f"N of fine_tune(N) (default per dataset: {FINE_TUNE_EPOCHS}; 1 with --quick)")
+    p.add_argument("--fastai-aug", action="store_true",
+                   help="add fastai's aug_transforms() (batch augmentation; the quick start has none)")
     p.add_argument("--tk-args", default="", help="extra options for `transferkit fit`, e.g. '--epochs 8'")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
