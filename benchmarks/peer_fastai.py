@@ -251,6 +251,9 @@ def report(ds, train, scored, fa: dict, tk: dict, args, machine: dict) -> dict[s
               f"{s['recipe']}")
     print(f"  transferkit ran {tk['strategy']} (its run reported {tk['run_accuracy']:.3f}); seconds by phase: "
           + ", ".join(f"{k} {v:.1f}" for k, v in tk["phases"].items() if v is not None))
+    if abs(transferkit["accuracy"] - tk["run_accuracy"]) > 1e-9:  # the run's model re-read from disk disagrees
+        print(f"  WARNING: re-predicting the held-out images with the saved run gives {transferkit['accuracy']:.3f}, "
+              f"not the {tk['run_accuracy']:.3f} the run reported")
     print("  fastai seconds by phase: " + ", ".join(f"{k} {v:.1f}" for k, v in fa["phases"].items())
           + f" (+ process start and exit); fine_tune includes {args.fastai_epochs + 1} passes over the held-out images")
     print(f"  accuracy, transferkit - fastai: {100 * paired['diff']:+.1f} points "
