@@ -217,3 +217,32 @@ def test_what_auto_scores_is_what_fit_trains(card, tiny_folder, cache, tmp_path)
         head = cls.fit_arrays({k: v[idx] for k, v in feats.items()}, ds.labels[idx], 3, {**cls.defaults}, 0)
         np.testing.assert_allclose(head({k: v[roles.scored] for k, v in feats.items()}), clf.predict_proba(files),
                                    atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ real data
+@pytest.mark.shared
+def test_candidates_on_real_hymenoptera_beat_chance_and_export(shared_dir, tmp_path):
+    """mobilenetv1_075 on 30 ants + 30 bees (scored on 20 + 20 held-out): each candidate is far above
+    chance, and its ONNX export (adabn: with the adapted statistics inside) gives its probabilities."""
+    import onnxruntime as ort
+
+    from transferkit.data import load_dataset
+    from transferkit.data.roles import per_class_pick
+    from transferkit.export import export
+
+    ds = load_dataset(str(shared_dir / "data" / "hymenoptera"))
+    train = per_class_pick(np.flatnonzero(ds.splits == "train"), ds.labels, 30, 0)
+    scored = per_class_pick(np.flatnonzero(ds.splits == "val"), ds.labels, 20, 0)
+    task = ds.subset(np.sort(np.concatenate([train, scored])))
+    card = str(shared_dir / "weights" / "mobilenetv1_075.keras_in1k.json")
+    for name in ("head2toe", "adabn", "knn"):
+        run = tmp_path / name
+        clf = TransferClassifier(backbone=card, strategy=name, cache_dir=tmp_path / "cache", batch_size=32,
+                                 **FAST).fit(task, run_dir=run)
+        assert clf.metrics_["accuracy"] >= 0.75, (name, clf.metrics_["accuracy"])
+        images = clf.images([Path(task.sources[i]) for i in np.flatnonzero(task.splits == "val")[:8]])
+        path = export(run, "onnx", tmp_path / f"{name}.onnx").path
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits = sess.run(None, {sess.get_inputs()[0].name: images.astype(np.float32)})[0]
+        proba = np.exp(logits - logits.max(1, keepdims=True))
+        np.testing.assert_allclose(proba / proba.sum(1, keepdims=True), clf.predict_proba(images), atol=1e-4)
