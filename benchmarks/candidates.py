@@ -32,8 +32,8 @@ DEFAULT_TASKS = ("hymenoptera", "flowers5_10", "flowers5_all", "mnist_10", "mnis
 VARIANTS = {
     "linear": ("linear", {}),
     "intermediate": ("intermediate", {}),
-    "head2toe": ("head2toe", {}),
-    "head2toe_all": ("head2toe", {"keep_fraction": 1.0}),  # no selection: L2 on the whole concatenation
+    "head2toe": ("head2toe", {}),  # the default: every feature, L2 on the whole concatenation
+    "head2toe_select": ("head2toe", {"keep_fraction": None}),  # the kept fraction chosen by CV
     "adabn": ("adabn", {}),
     "knn": ("knn", {}),
 }

@@ -92,6 +92,9 @@ def test_head2toe_keeps_the_features_of_the_layer_that_carries_the_labels():
     assert np.isin(np.arange(120, 126), kept).sum() >= 5, kept  # the informative columns of stage2
     assert head.info["kept_by_layer"]["stage1"] <= 2
     assert (head(features).argmax(1) == y).mean() > 0.9
+    chosen = h2t.fit_arrays(features, y, 3, {"keep_fraction": None}, seed=0)  # the fraction by CV
+    assert set(chosen.info["cv_accuracy_by_fraction"]) == {0.05, 0.1, 0.25, 0.5, 1.0}
+    assert chosen.info["cv_accuracy"] == max(chosen.info["cv_accuracy_by_fraction"].values())
 
 
 def test_head2toe_reads_every_cut_point_but_the_stem(card, tiny_folder, cache, tmp_path):
