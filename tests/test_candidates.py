@@ -249,3 +249,11 @@ def test_candidates_on_real_hymenoptera_beat_chance_and_export(shared_dir, tmp_p
         logits = sess.run(None, {sess.get_inputs()[0].name: images.astype(np.float32)})[0]
         proba = np.exp(logits - logits.max(1, keepdims=True))
         np.testing.assert_allclose(proba / proba.sum(1, keepdims=True), clf.predict_proba(images), atol=1e-4)
+
+
+def test_knn_with_a_given_k_records_no_selection_score(card, tiny_folder, cache, tmp_path):
+    clf = TransferClassifier(backbone=card, strategy="knn", params={"k": 1}, cache_dir=cache, **FAST).fit(
+        tiny_folder, run_dir=tmp_path / "run")
+    assert clf.model_.info["k"] == 1 and "loo_accuracy_by_k" not in clf.model_.info
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == clf.history_  # no NaN
+    assert "val_acc" not in clf.history_[0] and 0 <= clf.history_[0]["monitor_acc"] <= 1
