@@ -218,9 +218,10 @@ def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, simil
             if top is not None and layer in profile and profile[layer] < top - PRUNE_MARGIN:
                 continue
             t0 = time.perf_counter()
-            feats = cls.candidate_features(ctx, params)
+            settings = {**cls.defaults, **params}  # what the strategy's fit would use
+            feats = cls.candidate_features(ctx, settings)
             x = {k: np.asarray(v)[rows] for k, v in feats.items()}
-            accs = cls.cv_scores(x, y, splits, len(present), params, seed)
+            accs = cls.cv_scores(x, y, splits, len(present), settings, seed)
             accs_arr = np.asarray(accs, dtype=np.float64)
             score = CandidateScore(strategy=name, params=dict(params), mean=float(accs_arr.mean()),
                                    se=float(accs_arr.std(ddof=1) / math.sqrt(len(accs_arr))) if len(accs) > 1 else 0.0,
@@ -246,12 +247,13 @@ def holdout_accuracy(ctx: FitContext, cand: CandidateScore, seed: int) -> tuple[
     if ctx.val_idx is None or len(ctx.val_idx) == 0:
         return None
     cls = strategy_class(cand.strategy)
+    settings = {**cls.defaults, **cand.params}
     labels = np.asarray(ctx.dataset.labels)
-    feats = cls.candidate_features(ctx, cand.params)
+    feats = cls.candidate_features(ctx, settings)
     present = np.unique(labels[ctx.train_idx])
     y_tr = np.searchsorted(present, labels[ctx.train_idx])
     predict = cls.fit_arrays({k: np.asarray(v)[ctx.train_idx] for k, v in feats.items()}, y_tr, len(present),
-                             cand.params, seed)
+                             settings, seed)
     pred = present[predict({k: np.asarray(v)[ctx.val_idx] for k, v in feats.items()}).argmax(1)]
     correct = pred == labels[ctx.val_idx]
     return float(correct.mean()), correct
