@@ -81,15 +81,28 @@ def test_bn_policy_auto_keeps_matching_statistics(matched_card, balanced_folder,
     assert clf.model_.info["train_config"]["bn_policy"] == "eval"
 
 
-def test_bn_policy_auto_reestimates_far_statistics_before_the_probe(tiny_card, matched_card, balanced_folder,
-                                                                    tmp_path):
-    """The random tiny card's statistics are far from the data's: AdaBN, then a probe on the adapted features."""
+def test_bn_policy_auto_proposes_adabn_for_far_statistics_and_keeps_the_better_start(tiny_card, balanced_folder,
+                                                                                     tmp_path):
+    """The random tiny card's statistics are far from the data's: AdaBN is proposed, and kept only when its
+    probe-started network scores higher on the selection images than the source-statistics start."""
+    clf, config = fit(tiny_card, balanced_folder, tmp_path)
+    bn = config["recipe"]["batchnorm"]
+    assert bn["bn_divergence"] > bn["threshold"]
+    scores = bn["start_scores"]
+    adabn_won = scores["re-estimated"] > scores["source statistics"]
+    assert bn["resolved"] == ("adabn" if adabn_won else "eval") and bn["adabn"] is adabn_won
+    assert ("re-estimated" in clf.model_.info["head_init"]["kind"]) is adabn_won
+    # the kept start is the better one: the network's selection score at epoch 0 is the larger of the two
+    assert clf.model_.info["start_val_acc"] == pytest.approx(max(scores.values()), abs=1e-4)
+
+
+def test_bn_policy_adabn_reestimates_the_statistics_before_the_probe(tiny_card, matched_card, balanced_folder,
+                                                                     tmp_path):
     from safetensors.torch import load_file
 
-    clf, config = fit(tiny_card, balanced_folder, tmp_path, freeze_stages=1)
+    clf, config = fit(tiny_card, balanced_folder, tmp_path, freeze_stages=1, bn_policy="adabn")
     bn = config["recipe"]["batchnorm"]
-    assert bn["resolved"] == "adabn" and bn["bn_divergence"] > bn["threshold"]
-    assert bn["layers_reestimated"] > 0
+    assert bn["adabn"] is True and bn["layers_reestimated"] > 0 and "start_scores" not in bn
     assert "re-estimated" in clf.model_.info["head_init"]["kind"]
     # the frozen stem's statistics now are the training images' (those of the matched card), not the source's
     start = load_file(str(tmp_path / "run" / "checkpoints" / "epoch_0001" / "model.safetensors"))
