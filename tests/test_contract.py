@@ -255,12 +255,12 @@ def test_auto_with_the_selection_forced_to_each_strategy(name, card, tiny_folder
         monkeypatch.setattr(select_mod, "holdout_accuracy", lambda *a, **k: (0.0, np.zeros(0, bool)))
     run = tmp_path / "run"
     clf = TransferClassifier(backbone=card, strategy="auto", cache_dir=cache, device="cpu", precision="fp32",
-                             batch_size=8, epochs=1, progress=False).fit(tiny_folder, run_dir=run)
+                             batch_size=8, epochs=2, progress=False).fit(tiny_folder, run_dir=run)
     config = assert_auto_run(run)
     assert config["strategy"] == clf.strategy_ == name
     if not cls.uses_feature_store:
         trial = config["advice"]["selection"]["trials"][0]
-        assert trial["strategy"] == name and trial["epochs_run"] == 1
+        assert trial["strategy"] == name and trial["epochs_run"] == 2  # on course all the way
         assert clf.history_, "the trial's history is the run's history"
     again = TransferClassifier.load(run, cache_dir=cache)
     files, _ = scored_files(tiny_folder)

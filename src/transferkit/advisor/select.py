@@ -55,8 +55,13 @@ PRUNE_MARGIN = 0.10
 RUNG_ETA = 3
 # Similarity within this of the threshold is ambiguous: both pretrained network arms are tried.
 AMBIGUOUS_SIMILARITY = 0.1
-# Default budget for the network trials, seconds (``fit --budget`` in minutes overrides it).
-DEFAULT_BUDGET_S = 15 * 60.0
+# Default budget for the network trials, seconds (``fit --budget`` in minutes overrides it). On a
+# 2-core CPU 5 minutes is about 4 epochs of 3,000 images at 224 px (enough to see whether a
+# fine-tune overtakes the probe, and to keep auto within a third of a peer's fine-tune, issue 14);
+# on a GPU it is many epochs.
+DEFAULT_BUDGET_S = 5 * 60.0
+# A planned fine-tune shorter than this many epochs (the budget's cap) is not worth a trial.
+MIN_TRIAL_EPOCHS = 2
 # A fine-tune (forward + backward) costs about this many forward passes per image.
 TRAIN_FORWARD_RATIO = 3.0
 
@@ -425,10 +430,19 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
         n_train = len(base_ctx.train_idx)
         epoch_s = TRAIN_FORWARD_RATIO * float(per_image) * n_train if per_image else 0.0
         planned = int(epochs or advice.epochs or _default_epochs(n_train))
+        if epoch_s > 0 and planned * epoch_s > budget_s:
+            # The schedule is planned to finish within the budget (a cosine schedule cut half-way
+            # ends at a high learning rate).
+            fits = int(budget_s // epoch_s)
+            reasons.append(f"{planned} epochs would take about {planned * epoch_s / 60:.0f} min; the budget "
+                           f"({budget_s / 60:.0f} min, --budget) allows {fits}.")
+            planned = fits
         plan.update({"arms": arms, "epochs": planned, "seconds_per_epoch": round(epoch_s, 1),
                      "budget_s": budget_s, "estimated_seconds": round(epoch_s * planned, 1)})
-        holdout = holdout_accuracy(base_ctx, chosen, seed)
-        if holdout is None:
+        holdout = holdout_accuracy(base_ctx, chosen, seed) if planned >= MIN_TRIAL_EPOCHS else None
+        if planned < MIN_TRIAL_EPOCHS:
+            reasons.append(f"Fine-tuning not tried: fewer than {MIN_TRIAL_EPOCHS} epochs fit in the budget.")
+        elif holdout is None:
             reasons.append("No selection images (val_fraction 0): fine-tuning cannot be compared; not tried.")
         elif not trials:
             reasons.append(f"A fine-tune of {planned} epochs would take about {epoch_s * planned / 60:.1f} min here "
@@ -446,6 +460,12 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
             cost["trials_seconds"] = round(time.perf_counter() - t1, 3)
             decision.trials = done
             reasons += halving
+            # Every finished trial's model scored on the same selection images as the feature-store
+            # candidate, in plain accuracy (a trial picks its epoch by balanced accuracy on
+            # imbalanced classes; the decision compares like with like).
+            for t in done:
+                if t.model is not None:
+                    t.best_val_acc = selection_accuracy(base_ctx, t.model)
             finished = [t for t in done if t.best_val_acc is not None]
             winner = max(finished, key=lambda t: t.best_val_acc) if finished else None
             if winner is not None and winner.best_val_acc >= target:
@@ -460,6 +480,17 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
                                "is kept.")
     cost["total_seconds"] = round(advice.cost_seconds + time.perf_counter() - t0, 3)
     return decision
+
+
+def selection_accuracy(ctx: FitContext, model: FittedModel) -> float:
+    """Accuracy of a fitted network on the selection images (decoded once, cached)."""
+    from ..strategies._network import decoded_images
+
+    images = np.asarray(decoded_images(ctx, ctx.backbone)[ctx.val_idx])
+    pred = model.predict(images)
+    classes = list(ctx.dataset.classes)
+    return float((np.asarray(pred) == np.asarray(ctx.dataset.labels)[ctx.val_idx]).mean()) \
+        if list(model.classes) == classes else float("nan")
 
 
 def _default_epochs(n_train: int) -> int:
