@@ -174,3 +174,27 @@ def test_reestimated_statistics_are_those_of_the_images(tiny_card):
     assert torch.allclose(bn.running_mean, x.mean(dim=(0, 2, 3)), atol=1e-5)
     assert torch.allclose(bn.running_var, x.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6)
     assert not net.training and bn.momentum == 0.1  # everything restored
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_partial_on_real_imbalanced_breastmnist_ends_above_the_majority_rate(shared_dir, tmp_path):
+    """breastmnist (ultrasound, 73% benign+normal): 200 training images, 2 epochs of partial. Before the
+    recipe, partial ended below the majority-class rate on it (issue 12)."""
+    from conftest import MOBILENET_V1_CARD
+
+    from transferkit.data import load_dataset
+    from transferkit.data.roles import per_class_pick, split_roles
+
+    base = load_dataset(shared_dir / "data" / "breastmnist.npz")
+    roles = split_roles(base, 0.15, 0)
+    train = np.flatnonzero(base.splits == "train")
+    keep = np.sort(np.concatenate([np.random.default_rng(0).choice(train, 200, replace=False), roles.val,
+                                   per_class_pick(roles.scored, base.labels, 60, 0)]))
+    ds = base.subset(keep)
+    clf = TransferClassifier(backbone=MOBILENET_V1_CARD, strategy="partial", epochs=2, cache_dir=tmp_path,
+                             progress=False).fit(ds, run_dir=tmp_path / "run")
+    y = ds.labels[ds.splits == "test"]
+    majority = np.bincount(y).max() / len(y)
+    assert clf.model_.info["recipe"]["imbalance"]["class_weight"] == "balanced"
+    assert clf.metrics_["accuracy"] >= majority and clf.metrics_["balanced_accuracy"] > 0.6

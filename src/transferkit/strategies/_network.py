@@ -194,6 +194,9 @@ def fit_network_strategy(name: str, ctx: FitContext, backbone: Backbone, *, pret
     # before its first checkpoint and resumed must start exactly as an uninterrupted one.
     resuming = ctx.resume and Checkpointer(ctx.run_dir).latest() is not None
     probe_start = pretrained_body and not hidden and ctx.params.get("head_init", "probe") == "probe"
+    if resuming:
+        recipe["batchnorm"]["note"] = ("resumed: the BatchNorm statistics and the head are the checkpoint's, as "
+                                       "the interrupted run chose them")
     if probe_start and not resuming:
         probe_info = start_network(net, ctx, backbone, train, val, recipe)
     elif recipe["batchnorm"]["adabn"] and not resuming:  # no start to compare: the measurement decides
