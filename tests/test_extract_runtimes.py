@@ -154,9 +154,10 @@ def test_a_corrupt_cached_graph_is_rebuilt_not_trusted(tmp_path, damage):
 def test_auto_falls_back_to_eager_with_one_warning_when_the_graph_cannot_be_built(real, tmp_path):
     bb, ds = real
     # A 3 x 3 grid of a 16 x 16 map: adaptive pooling the ONNX exporter cannot express.
-    with pytest.warns(RuntimeFallbackWarning, match=r"(?s)could not build .*PyTorch eager"):
+    with pytest.warns(RuntimeFallbackWarning, match=r"(?s)could not build .*ONNX export failed.*PyTorch eager") as w:
         fs = run(bb, ds, ["stem"], tmp_path, "auto", pool=3)
     assert fs.runtime == "torch"
+    assert len(w) == 1 and str(w[0].message).count("ONNX export failed") == 1  # no second runtime tried
     eager = run(bb, ds, ["stem"], tmp_path, "torch", pool=3)
     assert eager.from_cache and eager.keys == fs.keys  # the fallback's features are PyTorch's, keyed so
     with warnings.catch_warnings():
@@ -185,6 +186,23 @@ def test_a_runtime_that_is_not_exact_is_not_used(tmp_path, monkeypatch):
     assert fs.runtime == "torch"
     with pytest.raises(ConfigError, match="differs from PyTorch eager"):
         run(FakeBackbone(), FakeDataset(n=8), ["pool"], tmp_path / "b", "onnxruntime")
+
+
+@pytest.mark.skipif(not (runtime_available("openvino") and runtime_available("onnxruntime")),
+                    reason="needs both runtimes")
+def test_auto_takes_onnxruntime_when_openvino_cannot_be_built(tmp_path, monkeypatch):
+    real_engine = runtimes.GraphEngine
+
+    def no_openvino(runtime, *a, **k):
+        if runtime == "openvino":
+            raise RuntimeError("CPU plugin refused the graph")
+        return real_engine(runtime, *a, **k)
+
+    monkeypatch.setattr(runtimes, "GraphEngine", no_openvino)
+    with pytest.warns(RuntimeFallbackWarning, match=r"openvino: RuntimeError: CPU plugin refused.*with onnxruntime"):
+        fs = run(FakeBackbone(), FakeDataset(n=8), ["pool"], tmp_path, "auto")
+    assert fs.runtime == "onnxruntime"
+    assert run(FakeBackbone(), FakeDataset(n=8), ["pool"], tmp_path, "onnxruntime").from_cache  # its keys
 
 
 def test_unknown_runtime_is_refused_before_any_work(tmp_path):

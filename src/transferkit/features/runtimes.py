@@ -21,10 +21,12 @@ fp32 (NCHW), layer by layer: ``max |engine - eager| / max |eager|`` must be at m
 only the ones a chunk still misses), so a resumed run's chunks come from the same graph and batches
 as an uninterrupted run's (bit-identical; the runtimes are deterministic for a fixed batch).
 
-When the graph cannot be built or fails the check, ``runtime="auto"`` falls back to PyTorch eager with
-one ``RuntimeFallbackWarning`` saying why (once per reason and process); a runtime the caller forced
-raises a ``ConfigError`` instead. OpenVINO's own compiled-blob cache is not used: compiling the cached
-graph takes ~0.2 s for MobileNet v1, and its blobs could not be checked like the graph is.
+When a runtime cannot be built or fails the check, ``runtime="auto"`` takes the next installed one
+(ONNX Runtime after OpenVINO), then PyTorch eager, with one ``RuntimeFallbackWarning`` saying why (once
+per reason and process); a runtime the caller forced raises a ``ConfigError`` instead.
+
+OpenVINO's own compiled-blob cache is not used: compiling the cached graph takes ~0.2 s for MobileNet
+v1, and its blobs could not be checked the way the graph is.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import torch
 from .. import __version__
 from ..errors import ConfigError
 from ..io import atomic_path, atomic_write_json, sha256_file, sha256_json
-from ..runtime import inference_context
+from ..runtime import CPU_RUNTIME_ORDER, inference_context, runtime_available
 from .store import StoreWarning
 
 EXACT_TOLERANCE = 1e-4
@@ -121,34 +123,61 @@ class GraphEngine(Engine):
 @contextlib.contextmanager
 def open_engine(backbone: Any, layers: Sequence[str], pool: str | int, *, runtime: str, device: torch.device,
                 precision: str, cache_dir: Path | None, forced: bool) -> Iterator[Engine]:
-    """The engine for ``runtime`` (resolved) over ``layers``; PyTorch eager when ``runtime`` can't be built.
+    """The engine for ``runtime`` (resolved) over ``layers``, or the next one that can be built.
 
-    ``forced``: the caller named the runtime, so a failure to build it raises ConfigError instead of
-    falling back. The backbone's model is in eval mode (and on ``device``, channels_last, for
+    ``forced``: the caller named the runtime, so a failure to build it raises ConfigError. Otherwise
+    ("auto") a runtime that fails is followed by the next installed one of ``CPU_RUNTIME_ORDER`` (the
+    graph is shared; when the export itself fails none is tried) and then PyTorch eager, with one
+    warning saying why. The backbone's model is in eval mode (and on ``device``, channels_last, for
     PyTorch) inside the block and restored afterwards.
     """
     layers = list(layers)
-    if runtime != "torch":
+    name = getattr(backbone, "name", "the backbone")
+    candidates = [] if runtime == "torch" else [runtime]
+    if not forced and runtime in CPU_RUNTIME_ORDER:
+        candidates += [r for r in CPU_RUNTIME_ORDER[CPU_RUNTIME_ORDER.index(runtime) + 1:] if runtime_available(r)]
+    reasons = []
+    for candidate in candidates:
         try:
             with _eval_on(backbone.model, torch.device("cpu"), channels_last=False):
-                path = onnx_graph(backbone, layers, pool, cache_dir)
-                engine = GraphEngine(runtime, path, layers, precision)
-                if precision == "fp32":
-                    check_exact(engine, backbone, layers, pool)
+                engine = _build(backbone, layers, pool, candidate, precision, cache_dir)
         except Exception as exc:  # noqa: BLE001 - any failure to export / build / match means: not this runtime
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
             if forced:
-                raise ConfigError(f"runtime={runtime!r} could not be built for {getattr(backbone, 'name', '')} "
-                                  f"{layers} (pool={pool!r}): {reason}. Use runtime='torch'.") from exc
-            _warn_once(f"runtime='auto' could not build {runtime} for {getattr(backbone, 'name', 'the backbone')} "
-                       f"{layers} (pool={pool!r}): {reason}. Extracting with PyTorch eager instead.")
-        else:
-            with _eval_on(backbone.model, None, channels_last=False):
-                yield engine
-            return
+                raise ConfigError(f"runtime={runtime!r} could not be built for {name} {layers} (pool={pool!r}): "
+                                  f"{reason}. Use runtime='torch'.") from exc
+            reasons.append(f"{candidate}: {reason}")
+            if isinstance(exc, _ExportFailed):
+                break  # no runtime can run a graph that does not exist
+            continue
+        if reasons:
+            _warn_once(f"runtime='auto' could not build {'; '.join(reasons)} for {name} {layers} "
+                       f"(pool={pool!r}). Extracting with {candidate} instead.")
+        with _eval_on(backbone.model, None, channels_last=False):
+            yield engine
+        return
+    if reasons:
+        _warn_once(f"runtime='auto' could not build {'; '.join(reasons)} for {name} {layers} (pool={pool!r}). "
+                   "Extracting with PyTorch eager instead.")
     engine = TorchEngine(backbone, pool, device, precision)
     with _eval_on(backbone.model, device, channels_last=True):
         yield engine
+
+
+class _ExportFailed(RuntimeError):
+    """The ONNX export of the cut points failed (e.g. an operation the exporter cannot express)."""
+
+
+def _build(backbone: Any, layers: list[str], pool: str | int, runtime: str, precision: str,
+           cache_dir: Path | None) -> GraphEngine:
+    try:
+        path = onnx_graph(backbone, layers, pool, cache_dir)
+    except Exception as exc:
+        raise _ExportFailed(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    engine = GraphEngine(runtime, path, layers, precision)
+    if precision == "fp32":
+        check_exact(engine, backbone, layers, pool)
+    return engine
 
 
 def check_exact(engine: Engine, backbone: Any, layers: list[str], pool: str | int, n: int = 2) -> dict[str, float]:
