@@ -100,6 +100,14 @@ def test_compute_features_on_a_runtime(real, tmp_path, runtime):
         compute_features(bb, images.astype(np.float32), ["pool"], device="cpu", runtime=runtime, cache_dir=tmp_path)
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_runtime_runs_on_as_many_threads_as_torch(tmp_path, runtime):
+    torch.set_num_threads(2)  # the autouse fixture restores it
+    with runtimes.open_engine(FakeBackbone(), ["pool"], "avg", runtime=runtime, device=torch.device("cpu"),
+                              precision="fp32", cache_dir=tmp_path, forced=True) as engine:
+        assert engine.runtime == runtime and engine.threads == 2
+
+
 # --------------------------------------------------------------------------- the graph cache
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_cached_graph_is_reused_not_exported_again(tmp_path, monkeypatch, runtime):

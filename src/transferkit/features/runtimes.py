@@ -83,7 +83,8 @@ class TorchEngine(Engine):
 
 
 class GraphEngine(Engine):
-    """An inference runtime running the cached ONNX graph; outputs in ``self.layers`` order."""
+    """An inference runtime running the cached ONNX graph; outputs in ``self.layers`` order;
+    ``threads``: the threads the runtime itself reports it runs on."""
 
     def __init__(self, runtime: str, path: Path, layers: list[str], precision: str) -> None:
         self.runtime, self.layers = runtime, list(layers)
@@ -97,6 +98,7 @@ class GraphEngine(Engine):
                 # LATENCY: one stream using every thread (THROUGHPUT splits them; 25% slower here).
                 "PERFORMANCE_HINT": "LATENCY"})
             request, outputs = compiled.create_infer_request(), list(compiled.outputs)
+            self.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
 
             def run(x: np.ndarray) -> list[np.ndarray]:
                 res = request.infer({0: x})
@@ -107,6 +109,7 @@ class GraphEngine(Engine):
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
             session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.threads = int(session.get_session_options().intra_op_num_threads)
             name = session.get_inputs()[0].name
 
             def run(x: np.ndarray) -> list[np.ndarray]:
