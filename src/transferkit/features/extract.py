@@ -1,14 +1,18 @@
 """Feature extraction: one forward pass, several layers, streamed to the store in chunks.
 
 Missing layers are computed together, chunk by chunk; while the network runs on one chunk the next
-one is read from the decode cache (or decoded) in a worker thread. Every chunk is computed from the
-same images in the same batches (fixed chunk and batch layout, recorded in ``layout.json``; eval
-mode; same precision), so a resumed run's features are bit-identical to an uninterrupted run's on
-the same device.
+one is read from the decode cache (or decoded) in a worker thread (the inference runtimes, like
+PyTorch, release the GIL while they run). Every chunk is computed from the same images in the same
+batches (fixed chunk and batch layout, recorded in ``layout.json``; eval mode; same precision and
+runtime, and for a runtime the same graph: every layer of the run is one of its outputs), so a
+resumed run's features are bit-identical to an uninterrupted run's on the same device.
 
 Decoded images: by default (``decode_cache=True``) the uint8 arrays are cached in
 ``CacheLayout.from_store_dir(store_dir).decoded`` -- ``<cache>/decoded``, the folder the network
-strategies decode into too, so one run decodes a dataset once.
+strategies decode into too, so one run decodes a dataset once. That first decode runs before the
+network, on every core (the data module's threads); the chunks are then read from the mapped file
+while the network runs. With ``decode_cache=False`` each next chunk is decoded during the current
+chunk's forward pass.
 
 Precision: ``precision="auto"`` is fp32 on the CPU and bf16 (else fp16) autocast on CUDA, always with
 channels_last; ``precision="bf16"`` on a CPU with native bf16 is ~2.4x faster but moved the flowers5
