@@ -57,15 +57,21 @@ network when features are extracted, from ``EXTRACT_RUNTIMES = ("auto", "torch",
 "onnxruntime")``. ``"auto"``: on the CPU at fp32 an inference runtime running the ONNX graph of the
 backbone (every requested cut point an output of one pass; ``transferkit.features.runtimes``), OpenVINO
 when it is importable, else ONNX Runtime, else PyTorch eager; on CUDA, and for bf16 on the CPU,
-PyTorch (autocast). Both runtimes are exact: their features match PyTorch eager fp32 within 1e-4
-relative (max |a - b| / max |b| per layer; measured 3.5e-6 on the MobileNet v1 card), checked every
-time an engine is opened. Why OpenVINO first: on this CPU (2 cores, AVX512, MobileNet v1 0.75 card,
-224x224, pre-decoded batches of 16, fp32, measured interleaved in one run on a shared machine) it ran
-1.8-1.9x ONNX Runtime's images/s (331 against 171 img/s at batch 16, 302 against 184 at 32), and
-ONNX Runtime about 2x PyTorch eager channels_last; issue 14 measured 114 against 99.5 on a busier
-machine. A forced runtime that is not installed, or that cannot run the device or precision asked
-for, is a ``ConfigError`` (never a silent change); ``"auto"`` falls back to PyTorch with one warning
-when the graph cannot be built (``transferkit.features.runtimes``).
+PyTorch (autocast, as before). Both runtimes are exact: their features match PyTorch eager fp32 within
+1e-4 relative (max |a - b| / max |b| per layer; measured <= 8e-6 on the MobileNet v1 card's cut
+points), checked every time an engine is opened. A forced runtime that is not installed, or that
+cannot run the device or precision asked for, is a ``ConfigError`` (never a silent change); ``"auto"``
+takes the next runtime, then PyTorch, with one warning, when a graph cannot be built.
+
+Why OpenVINO first: it was the fastest exact path in every measurement on this CPU (2 cores, AVX512
+with native bf16; MobileNet v1 0.75 card, 224x224, pre-decoded batches of 16, fp32, interleaved
+repetitions in one run on a machine shared with other work, so read the ratios): OpenVINO 117.5,
+ONNX Runtime 67.5, PyTorch eager channels_last 23.2, eager NCHW 16.6 images/s
+(``benchmarks/extract.py``; a second run 65.1 / 42.6 / 6.9 / 4.8, a third with four cut points 331 /
+171 at batch 16 and 302 / 184 at 32). Issue 14 measured 114 / 99.5 / 52.6 / 49.6 on a quieter machine:
+OpenVINO's lead over ONNX Runtime is 1.15-1.9x, the runtimes' lead over eager shrinks when the machine is
+quiet (PyTorch's OpenMP threads suffer most from sharing cores). bf16 (OpenVINO 2x its fp32, PyTorch
+autocast) moves the features by ~10% relative, so it stays opt-in (``precision="bf16"``).
 
 Cache: ``CacheLayout(root)`` names the folders of the on-disk cache, ``root/features`` (the feature
 store), ``root/decoded`` (uint8 decoded images, shared by the feature store and the network
