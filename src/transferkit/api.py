@@ -70,7 +70,8 @@ class TransferClassifier:
     ----------
     backbone : a timm name, a backbone card (.json), a directory made by ``transferkit pretrain``,
         ``alexnet`` or ``googlenet``; or an already built ``Backbone``.
-    strategy : one of linear, intermediate, hidden, partial, full, scratch, or auto (the advisor's plan).
+    strategy : a registered strategy (``transferkit strategies``), or auto: the advisor's measurements,
+        every feature-store candidate cross-validated, fine-tuning trials within ``budget``.
     layer : cut point for ``intermediate`` (``stage3``...); ``None`` picks the best by CV on train.
     hidden : widths of hidden fully connected layers (``intermediate`` / ``hidden``).
     epochs, lr, batch_size, freeze_stages : training settings for the fine-tuning strategies;
@@ -80,6 +81,8 @@ class TransferClassifier:
     precision : "auto" (bf16 where measured to keep accuracy), "bf16" or "fp32".
     cache_dir : feature store and decoded-image cache; default ``default_cache_dir()``.
     val_fraction : share of train held back for model selection when the data has no own val split.
+    budget : ``auto`` only: minutes its fine-tuning trials may take (default
+        ``advisor.select.DEFAULT_BUDGET_S``); the feature-store candidates are always scored.
     """
 
     def __init__(self, backbone: Any, strategy: str = "linear", *, layer: str | None = None,
@@ -87,7 +90,7 @@ class TransferClassifier:
                  batch_size: int | None = None, freeze_stages: int | None = None,
                  params: dict[str, Any] | None = None, device: str = "auto", precision: str = "auto",
                  cache_dir: str | Path | None = None, seed: int = 0, val_fraction: float = 0.15,
-                 progress: bool = True):
+                 progress: bool = True, budget: float | None = None):
         self.backbone = backbone
         self.strategy = strategy
         self.layer = layer
@@ -103,6 +106,7 @@ class TransferClassifier:
         self.seed = seed
         self.val_fraction = val_fraction
         self.progress = progress
+        self.budget = budget
 
     # ------------------------------------------------------------------------------ fit
     def fit(self, data: Any, *, run_dir: str | Path | None = None, resume: bool = False,
@@ -115,19 +119,25 @@ class TransferClassifier:
         images train, select and are scored (``split_roles`` decides by default); studies such as
         data-size curves use it to train on a subset while features stay shared.
         """
-        from .strategies import FitContext, get_strategy
+        from .strategies import get_strategy
 
         self._validate()
         dataset = as_dataset(data, seed=self.seed)
         backbone = self._backbone()
         roles = roles or split_roles(dataset, self.val_fraction, self.seed)
-        strategy_name, params, ignored, advice = self._resolve_strategy(dataset, backbone, roles)
-        strategy = get_strategy(strategy_name)
         run_path = Path(run_dir) if run_dir is not None else None
         if resume and run_path is None:
             raise ConfigError("resume=True needs the run_dir of the interrupted run.")
         work_dir = run_path or self._cache().runs / f"tmp-{os.getpid()}-{time.time_ns()}"
         work_dir.mkdir(parents=True, exist_ok=True)
+
+        selection = None
+        strategy_name, planned = self.strategy, {}
+        if self.strategy == "auto":
+            selection = self._select(dataset, backbone, roles, work_dir, resume=resume, trials=True)
+            strategy_name, planned = selection.strategy, selection.params
+        params, ignored = self._params_for(strategy_name, planned)
+        strategy = get_strategy(strategy_name)
 
         self.backbone_ = backbone
         self.classes_ = list(dataset.classes)
@@ -139,18 +149,20 @@ class TransferClassifier:
                       "n_images": len(dataset), "classes": list(dataset.classes),
                       "counts": {k: int(v) for k, v in dataset.class_counts().items()},
                       "skipped": [list(s) for s in dataset.skipped]}
-        self.advice_ = advice
+        self.advice_ = selection.to_dict() if selection is not None else None
         if run_path is not None:
             self._write_config(run_path)
 
-        ctx = FitContext(backbone=backbone, dataset=dataset, train_idx=roles.train, val_idx=roles.val,
-                         monitor_idx=roles.scored, params=params, run_dir=work_dir,
-                         cache=self._cache(), device=self.device, precision=self.precision,
-                         seed=self.seed, progress=self.progress, resume=resume)
-        start = time.perf_counter()
-        self.model_ = strategy.fit(ctx)
-        self.fit_seconds_ = time.perf_counter() - start
-        self.history_ = list(ctx.history)
+        if selection is not None and selection.model is not None:
+            # A network strategy won its budgeted trial: that trained network is the model.
+            trial = next(t for t in selection.trials if t.model is selection.model)
+            self.model_, self.history_, self.fit_seconds_ = trial.model, list(trial.history), trial.seconds
+        else:
+            ctx = self._context(backbone, dataset, roles, params, work_dir, resume=resume)
+            start = time.perf_counter()
+            self.model_ = strategy.fit(ctx)
+            self.history_ = list(ctx.history)
+            self.fit_seconds_ = time.perf_counter() - start
         # per-image predictions on the scored images: studies pair strategies image by image on them
         self.scored_pred_ = self._predict_indices(dataset, roles.scored) if len(roles.scored) else \
             np.zeros(0, np.int64)
@@ -179,6 +191,9 @@ class TransferClassifier:
         if self.freeze_stages is not None and (not isinstance(self.freeze_stages, int) or self.freeze_stages < 0):
             raise ConfigError("The 'freeze_stages' parameter must be a non-negative integer. "
                               f"Got {self.freeze_stages!r} instead.")
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int | float)
+                                        or not self.budget >= 0):
+            raise ConfigError(f"The 'budget' parameter must be a number of minutes >= 0. Got {self.budget!r} instead.")
         if not 0.0 <= float(self.val_fraction) < 0.9:
             raise ConfigError(f"The 'val_fraction' parameter must be in [0, 0.9). Got {self.val_fraction!r}.")
         hidden = tuple(self.hidden or ())
@@ -198,33 +213,72 @@ class TransferClassifier:
 
         return CacheLayout.of(self.cache_dir)
 
-    def _resolve_strategy(self, dataset, backbone, roles: Roles
-                          ) -> tuple[str, dict[str, Any], dict[str, Any], dict | None]:
-        """(strategy name, the parameters it gets, the explicit settings it ignores, the advice)."""
-        from .strategies import get_strategy
-
+    def _explicit(self) -> dict[str, Any]:
+        """The settings the caller gave (constructor arguments that are set, plus ``params``)."""
         explicit = {"layer": self.layer, "hidden": tuple(self.hidden or ()), "epochs": self.epochs, "lr": self.lr,
                     "batch_size": self.batch_size, "freeze_stages": self.freeze_stages}
         explicit = {k: v for k, v in explicit.items() if v not in (None, ())}
         explicit.update(self.params or {})
-        advice = None
-        name = self.strategy
-        planned: dict[str, Any] = {}
-        if name == "auto":
-            from .advisor import advise
+        return explicit
 
-            # The advisor measures exactly the images the strategy will train on.
-            result = advise(dataset, backbone, roles=roles, store_dir=self._cache().features,
-                            device=self.device, seed=self.seed, progress=self.progress)
-            advice = result.to_dict()
-            name = result.strategy
-            planned = result.strategy_params()
+    def _params_for(self, name: str, planned: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the parameters strategy ``name`` gets, the explicit settings it ignores).
+
+        The strategy's defaults, then what ``auto`` planned, then the caller's explicit settings. A
+        setting the strategy does not read (``epochs`` for ``linear``, a ``batch_size`` given for
+        whatever ``auto`` picks) is not passed on; the run records it as ignored.
+        """
+        from .strategies import get_strategy
+
         declared = get_strategy(name).defaults
-        # A setting the strategy does not read (``epochs`` for ``linear``, a ``batch_size`` given
-        # for whatever ``auto`` picks) is not passed on; the run records it as ignored.
+        explicit = self._explicit()
         ignored = {k: v for k, v in explicit.items() if k not in declared}
-        params = {**declared, **planned, **{k: v for k, v in explicit.items() if k in declared}}
-        return name, params, ignored, advice
+        return {**declared, **planned, **{k: v for k, v in explicit.items() if k in declared}}, ignored
+
+    def plan(self, data: Any, *, roles: Roles | None = None):
+        """What ``auto`` would choose for ``data``, without training anything but feature-store heads.
+
+        Returns an ``advisor.select.Selection``: the advisor's measurements and the four-case table,
+        every feature-store candidate's cross-validated score with its spread, the decision and
+        why, and the fine-tuning trials ``fit`` would run (with their estimated cost), not run.
+        """
+        self._validate()
+        dataset = as_dataset(data, seed=self.seed)
+        roles = roles or split_roles(dataset, self.val_fraction, self.seed)
+        work_dir = self._cache().runs / f"plan-{os.getpid()}-{time.time_ns()}"
+        return self._select(dataset, self._backbone(), roles, work_dir, resume=False, trials=False)
+
+    def _context(self, backbone, dataset, roles: Roles, params: dict[str, Any], where: Path, *,
+                 keep_going=None, resume: bool = False):
+        from .strategies import FitContext
+
+        return FitContext(backbone=backbone, dataset=dataset, train_idx=roles.train, val_idx=roles.val,
+                          monitor_idx=roles.scored, params=params, run_dir=where, cache=self._cache(),
+                          device=self.device, precision=self.precision, seed=self.seed,
+                          progress=self.progress, resume=resume, keep_going=keep_going)
+
+    def _select(self, dataset, backbone, roles: Roles, work_dir: Path, *, resume: bool, trials: bool):
+        """``auto``: measure (the advisor), then the budgeted selection (``advisor.select``)."""
+        from .advisor import advise
+        from .advisor.select import select
+
+        # The advisor measures exactly the images the strategy will train on.
+        advice = advise(dataset, backbone, roles=roles, store_dir=self._cache().features, device=self.device,
+                        seed=self.seed, progress=self.progress)
+        advised = advice.strategy_params()
+
+        def make_ctx(name: str, epochs: int | None = None, keep_going=None, resume_trial: bool = resume):
+            # Each trial trains in its own folder of the run, so a continued rung (or a resumed run)
+            # picks up its checkpoint.
+            params, _ = self._params_for(name, dict(advised) if name == advice.strategy else {})
+            if epochs is not None and "epochs" in params:
+                params["epochs"] = int(epochs)
+            where = work_dir / "trials" / name
+            return self._context(backbone, dataset, roles, params, where, keep_going=keep_going,
+                                 resume=resume_trial)
+
+        return select(advice, make_ctx=make_ctx, epochs=self.epochs, trials=trials, seed=self.seed,
+                      budget_s=None if self.budget is None else 60.0 * float(self.budget))
 
     # ------------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:

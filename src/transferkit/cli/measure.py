@@ -38,6 +38,11 @@ def extract(
     out_file: Annotated[Path | None, typer.Option("--out", help="Also write the features to this .h5 file.")] = None,
     pool: Annotated[str, typer.Option(help="avg, or an integer g to pool to a g x g grid.")] = "avg",
     batch_size: Annotated[int | None, typer.Option(help="Default: 16 on CPU, 64 on CUDA.")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Images per stored chunk (the unit of resuming and "
+                                                   "of sharding under torchrun). Default: about 256.")] = None,
+    decode_cache: Annotated[bool, typer.Option("--decode-cache/--no-decode-cache", help="Keep the decoded "
+                                               "images (N x 3 x H x W bytes) in the cache's decoded/ folder "
+                                               "for later runs, or decode chunk by chunk.")] = True,
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = "auto",
     runtime: Annotated[str, typer.Option(
@@ -47,9 +52,15 @@ def extract(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Extract pooled features of several layers in one pass into the on-disk store."""
+    """Extract pooled features of several layers in one pass into the on-disk store.
+
+    Under torchrun (e.g. torchrun --nproc_per_node 4 -m transferkit.cli extract ...) every process
+    computes a share of the images and rank 0 prints the summary; the store is the one a single
+    process writes.
+    """
     from ..api import as_dataset
     from ..features import extract_features, write_feature_file
+    from ..features.distributed import process_group
     from ..runtime import CacheLayout
 
     dataset = as_dataset(data)
@@ -57,14 +68,20 @@ def extract(
     names = csv_list(layers) or ["pool"]
     for name in names:
         bb.layer(name)
-    fs = extract_features(bb, dataset, names, store_dir=CacheLayout.of(cache_dir).features,
-                          batch_size=batch_size, device=device, precision=precision, runtime=runtime,
-                          pool=int(pool) if pool.isdigit() else pool, progress=not quiet)
+    with process_group(device) as (dev, shard):
+        first = shard is None or shard.is_first
+        fs = extract_features(bb, dataset, names, store_dir=CacheLayout.of(cache_dir).features,
+                              batch_size=batch_size, chunk_size=chunk_size, device=dev, precision=precision,
+                              pool=int(pool) if pool.isdigit() else pool, progress=not quiet and first,
+                              decode_cache=decode_cache, runtime=runtime)
+    if not first:
+        return  # rank 0 reports for every process
     if out_file is not None:
         write_feature_file(fs, out_file)
     summary = {"backbone": bb.name, "data": str(dataset.root), "n_images": len(dataset),
                "layers": {k: list(v.shape) for k, v in fs.features.items()}, "from_cache": fs.from_cache,
                "precision": fs.precision, "runtime": fs.runtime,
+               "processes": 1 if shard is None else shard.world,
                "out": str(out_file) if out_file else None, "skipped": [list(s) for s in dataset.skipped]}
     if as_json:
         print_json(summary)
@@ -111,19 +128,17 @@ def advise(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure size and similarity to the backbone's source data, and plan the strategy (with reasons)."""
-    from ..advisor import advise as run_advisor
-    from ..api import as_dataset
-    from ..runtime import CacheLayout
+    """Measure size and similarity, score every feature-store candidate, and say what `auto` would do."""
+    from ..api import TransferClassifier
 
-    dataset = as_dataset(data, seed=seed)
     bb = built_backbone(backbone, weights, allow_outside_weights)
-    advice = run_advisor(dataset, bb, store_dir=CacheLayout.of(cache_dir).features, device=device,
-                         seed=seed, progress=not quiet)
+    clf = TransferClassifier(backbone=bb, strategy="auto", device=device, cache_dir=cache_dir, seed=seed,
+                             progress=not quiet)
+    selection = clf.plan(data)
     if as_json:
-        print_json(advice.to_dict())
+        print_json(selection.to_dict())
         return
-    for line in advice.summary_lines():
+    for line in selection.summary_lines():
         out.print(line, highlight=False)
 
 

@@ -57,6 +57,8 @@ def fit(
     device: DeviceOpt = "auto",
     cache_dir: CacheOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    budget: Annotated[float | None, typer.Option(help="auto: minutes its fine-tuning trials may take "
+                                                 "(default 15).")] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -68,13 +70,15 @@ def fit(
                              layer=layer,
                              hidden=int_list(hidden, "--hidden"), epochs=epochs, lr=lr, batch_size=batch_size,
                              freeze_stages=freeze_stages, params=params, device=device, precision=precision,
-                             cache_dir=cache_dir, seed=seed, progress=not quiet)
+                             cache_dir=cache_dir, seed=seed, progress=not quiet, budget=budget)
     clf.fit(data, run_dir=out_dir, resume=resume)
     result = run_summary(clf, out_dir)
     if as_json:
         print_json(result)
         return
     out.print(f"[bold]{clf.strategy_}[/] on {clf.backbone_.name}: {clf.split_.get('text', '')}")
+    for line in (clf.advice_ or {}).get("selection", {}).get("reasons", []):
+        out.print(f"  - {line}", highlight=False)
     if clf.metrics_:
         out.print(metrics_table(f"held-out '{clf.split_['scored']['name']}' split", clf.metrics_))
     out.print(f"run written to {out_dir}")

@@ -117,6 +117,7 @@ def fit_network(
     history: list[dict[str, Any]] | None = None,
     fabric=None,
     start_candidate: bool = False,
+    keep_going: Callable[[list[dict[str, Any]]], bool] | None = None,
     _fault: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train ``net`` (a TransferNet: ``backbone_groups()``, ``head``, input uint8/float 0..255).
@@ -128,6 +129,8 @@ def fit_network(
     makes the network as it starts a candidate of model selection ("epoch 0"): when no epoch beats
     it on the selection images, the run ends with the starting weights, so fine-tuning never ends
     below where it started on those images.
+    ``keep_going(history)``, called after each epoch is saved, stops the run there when it returns
+    False (the checkpoint stays, so ``resume=True`` with the same config continues the schedule).
     ``_fault(epoch, batch)`` is a test hook called before every batch.
     """
     run = _setup(net, train, config, Path(run_dir), fabric or make_fabric(device, config.precision),
@@ -160,6 +163,9 @@ def fit_network(
             if run.stopped_early:
                 run.event(f"early stopping after epoch {epoch + 1}: val accuracy has not improved "
                           f"for {run.stale} epochs.")
+                break
+            if keep_going is not None and epoch + 1 < config.epochs and not keep_going(run.history):
+                run.event(f"stopped after epoch {epoch + 1} of {config.epochs} by the caller (not on course).")
                 break
     return _finish(run, done_epochs)
 

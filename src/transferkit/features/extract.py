@@ -41,6 +41,7 @@ import torch
 from ..errors import ConfigError, DataError, StoreError
 from ..io import kill_point, sha256_json
 from ..runtime import CacheLayout, resolve_device, resolve_extract_runtime, resolve_precision
+from .distributed import consolidate_shared, current_shard, decode_dir_for
 from .featureset import FeatureSet
 from .runtimes import Engine, open_engine
 from .store import LayerStore, layer_key_meta
@@ -111,6 +112,8 @@ def extract_features(
     ``runtime``: "auto" | "torch" | "openvino" | "onnxruntime", what runs the network
     (``transferkit.runtime.resolve_extract_runtime``); the ONNX graphs the runtimes run are cached in
     ``CacheLayout.from_store_dir(store_dir).compiled``.
+    When a process group of several processes is initialised (torchrun) this is a collective call:
+    each rank computes a share of the chunks and all return the same store (``distributed.py``).
     """
     names = _check_layers(backbone, layers)
     pool = _check_pool(pool)
@@ -198,20 +201,33 @@ def default_batch_size(device: torch.device) -> int:
 def _compute(backbone: Any, dataset: Any, stores: dict[str, LayerStore], *, n: int, batch_size: int,
              chunk_size: int, device: torch.device, precision: str, pool: str | int, progress: bool,
              decode_dir: Path | None, engine: Engine) -> None:
-    layout = {"n": n, "chunk_size": chunk_size, "batch_size": batch_size, "device": device.type}
-    for st in stores.values():
-        st.open_partial(layout)
+    # The runtime is in the keys already; in the layout too so that torchrun ranks that resolved
+    # "auto" differently (a node without OpenVINO) are refused by Shard.agree instead of mixing stores.
+    layout = {"n": n, "chunk_size": chunk_size, "batch_size": batch_size, "device": device.type,
+              "runtime": engine.runtime}
     chunks = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+    # Under torchrun each rank computes a round-robin share of the missing chunks (distributed.py).
+    shard = current_shard()
     pending = []
-    for s, e in chunks:
-        missing = [name for name, st in stores.items() if st.chunk_dim(s, e) is None]
-        if missing:
-            pending.append((s, e, missing))
+    if shard is None or shard.is_first:
+        for st in stores.values():
+            st.open_partial(layout)
+        for s, e in chunks:
+            missing = [name for name, st in stores.items() if st.chunk_dim(s, e) is None]
+            if missing:
+                pending.append((s, e, missing))
+    if shard is not None:
+        pending = shard.mine(shard.agree(layout, pending))
+        decode_dir = decode_dir_for(shard, dataset, decode_dir, backbone.preprocessing)
+        progress = progress and shard.is_first
     if pending:
         _run_chunks(backbone, dataset, stores, pending, n=n, batch_size=batch_size, device=device,
                     precision=precision, progress=progress, decode_dir=decode_dir, engine=engine)
         if dataset.fingerprint != stores[next(iter(stores))].meta["dataset"]:
             return  # images were dropped at decode time; the caller starts over with new keys
+    if shard is not None:
+        consolidate_shared(shard, list(stores.values()), chunks)
+        return
     for st in stores.values():
         st.consolidate(chunks)
 

@@ -17,11 +17,15 @@ import importlib
 from ..errors import ConfigError
 from .base import FitContext, FittedModel, Strategy
 
-# name -> (module, class). Order: the four classic cases, the frozen-network variant, the baseline.
+# name -> (module, class). Order: the four classic cases, the frozen-network variant, the other
+# feature-store candidates, the baseline.
 STRATEGIES: dict[str, tuple[str, str]] = {
     "linear": ("transferkit.strategies.linear", "LinearStrategy"),
     "intermediate": ("transferkit.strategies.intermediate", "IntermediateStrategy"),
     "hidden": ("transferkit.strategies.hidden", "HiddenStrategy"),
+    "head2toe": ("transferkit.strategies.head2toe", "Head2ToeStrategy"),
+    "adabn": ("transferkit.strategies.adabn", "AdaBNStrategy"),
+    "knn": ("transferkit.strategies.knn", "KnnStrategy"),
     "partial": ("transferkit.strategies.partial", "PartialStrategy"),
     "full": ("transferkit.strategies.full", "FullStrategy"),
     "scratch": ("transferkit.strategies.scratch", "ScratchStrategy"),

@@ -193,6 +193,7 @@ def fit_network_strategy(
         # The pretrained network with its probe-started head is a candidate too (epoch 0), so
         # fine-tuning never ends below its start on the selection images.
         start_candidate=pretrained_body,
+        keep_going=ctx.keep_going,
     )
     frozen = config.frozen_groups([n for n, _ in net.backbone_groups()] + ["head"], config.epochs - 1)
     info = {

@@ -90,6 +90,34 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int) -> t
     return head, info
 
 
+def probe_fold_scores(x: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+                      seed: int) -> np.ndarray:
+    """Per-fold accuracy of the standardised linear probe over ``splits`` at the L2 strength with the
+    best mean over them (the features' mean and scale from every row: no labels involved)."""
+    mean, scale = standardiser(x)
+    clf = LogisticRegressionCV(Cs=C_GRID, l1_ratios=(0.0,), cv=splits, scoring="accuracy", max_iter=2000,
+                               use_legacy_attributes=False, random_state=seed)
+    clf.fit((x - mean) / scale, y)
+    scores = clf.scores_[next(iter(clf.scores_))] if isinstance(clf.scores_, dict) else clf.scores_
+    fold_by_c = np.asarray(scores).reshape(len(splits), len(C_GRID))
+    return fold_by_c[:, int(fold_by_c.mean(axis=0).argmax())]
+
+
+def probe_path_accuracy(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray,
+                        seed: int) -> np.ndarray:
+    """Validation accuracy of the linear probe at every strength of ``C_GRID`` (warm-started path;
+    ``x`` already standardised)."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=float(C_GRID[0]), max_iter=2000, warm_start=True, random_state=seed)
+    out = np.zeros(len(C_GRID))
+    for i, c in enumerate(C_GRID):
+        clf.set_params(C=float(c))
+        clf.fit(x_tr, y_tr)
+        out[i] = float((clf.predict(x_va) == y_va).mean())
+    return out
+
+
 def best_layer_by_cv(ctx: FitContext, pool: str | int) -> tuple[str, dict[str, float]]:
     """The cut point whose features give the best cross-validated probe accuracy on training data."""
     layers = [cp.name for cp in ctx.backbone.cut_points if cp.name != "stem"]

@@ -9,6 +9,7 @@ saves itself as safetensors + JSON.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -54,6 +55,10 @@ class FitContext:
     # Filled by the strategy as it trains: one dict per epoch (epoch, train_loss, val_loss,
     # val_acc, monitor_acc, lr, seconds); written to the run directory as history.json.
     history: list[dict[str, float]] = field(default_factory=list)
+    # Network strategies only: called with the history after every epoch; False stops training
+    # there (``auto``'s trials stop a fine-tune that is not on course to win; the engine keeps
+    # the checkpoint, so the same call with ``resume=True`` continues it).
+    keep_going: Callable[[list[dict[str, Any]]], bool] | None = None
 
     @property
     def train(self) -> ImageDataset:
@@ -137,6 +142,12 @@ class Strategy(ABC):
     pretrained: ClassVar[bool] = True
     # Part of `compare`'s default sweep (hidden is opt-in: it rarely differs from linear).
     compared_by_default: ClassVar[bool] = True
+    # Order of preference among candidates that score alike (``auto``'s one-standard-error rule
+    # takes the lowest): how much the strategy fits beyond a linear map of frozen features.
+    complexity: ClassVar[int] = 0
+    # Scoring it costs a forward pass of its own over the dataset (not the shared feature store):
+    # ``auto`` scores it only on data the advisor measured as different from the source.
+    own_forward_pass: ClassVar[bool] = False
     # The parameters this strategy reads from FitContext.params, with their defaults.
     defaults: ClassVar[dict[str, Any]] = {}
 

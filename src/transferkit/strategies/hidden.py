@@ -20,8 +20,15 @@ class HiddenStrategy(FeatureStoreStrategy):
         "Whole network frozen; new hidden fully connected layers and output trained on the stored pooled features."
     )
     case: ClassVar[str] = "small, classes not linearly separable in the codes"
+    complexity: ClassVar[int] = 3
     compared_by_default: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {"hidden": (512,), "dropout": 0.5, "epochs": 100, "lr": 1e-3}
+
+    @classmethod
+    def cv_candidates(cls, backbone: Any) -> list[dict[str, Any]]:
+        """None: its fit stops early on the selection split, which a cross-validation fold lacks, so a
+        cross-validated score would not be the score of what ``fit`` trains (and it rarely beats linear)."""
+        return []
 
     def fit(self, ctx: FitContext) -> FittedModel:
         from ._probe import fit_feature_model

@@ -8,7 +8,10 @@ cross-validated accuracy on the training images is used (every cut point but the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
+
+import numpy as np
 
 from .base import FitContext, FittedModel
 from .families import FeatureStoreStrategy
@@ -22,6 +25,33 @@ class IntermediateStrategy(FeatureStoreStrategy):
     # epochs and lr are the MLP head's, used only with hidden widths.
     defaults: ClassVar[dict[str, Any]] = {"layer": None, "pool": "avg", "hidden": (), "dropout": 0.2,
                                           "epochs": 100, "lr": 1e-3}
+
+    @classmethod
+    def cv_candidates(cls, backbone: Any) -> list[dict[str, Any]]:
+        """One candidate per cut point between the stem and the final codes (those are ``linear``'s)."""
+        return [{"layer": cp.name} for cp in backbone.cut_points if cp.name not in ("stem", "pool")]
+
+    @classmethod
+    def candidate_layers(cls, backbone: Any, params: dict[str, Any]) -> list[str]:
+        if params.get("layer"):
+            return [params["layer"]]
+        return [cp.name for cp in backbone.cut_points if cp.name != "stem"]
+
+    @classmethod
+    def fit_arrays(cls, features: dict[str, np.ndarray], y: np.ndarray, num_classes: int, params: dict[str, Any],
+                   seed: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        """The linear probe at ``params["layer"]``, or (layer None) at the cut point whose probe has the
+        best cross-validated accuracy on these rows, as ``fit`` chooses it."""
+        if params.get("hidden"):
+            raise NotImplementedError("auto scores intermediate with the linear probe only (no hidden widths).")
+        if params.get("layer") or len(features) == 1:
+            return super().fit_arrays(features, y, num_classes, params, seed)
+        from ._probe import best_layer_of
+
+        layer, profile = best_layer_of(features, y, num_classes, seed)
+        head = super().fit_arrays({layer: features[layer]}, y, num_classes, params, seed)
+        head.info["layer_profile_cv_accuracy"] = profile
+        return head
 
     def fit(self, ctx: FitContext) -> FittedModel:
         from ._probe import best_layer_by_cv, fit_feature_model

@@ -18,6 +18,10 @@ class LinearStrategy(FeatureStoreStrategy):
     case: ClassVar[str] = "small & similar"
     defaults: ClassVar[dict[str, Any]] = {"layer": "pool", "pool": "avg"}
 
+    @classmethod
+    def cv_candidates(cls, backbone: Any) -> list[dict[str, Any]]:
+        return [{"layer": "pool"}]
+
     def fit(self, ctx: FitContext) -> FittedModel:
         from ._probe import fit_feature_model
 

@@ -1,0 +1,455 @@
+"""``auto``: a measured, budgeted choice among the strategies instead of a table look-up.
+
+``select(...)`` runs in four steps, all on the training roles (the scored images are never used):
+
+1. ``advise``: size, similarity, the four-case table's answer and the rule-based plan. They are the
+   prior: they say which network strategies could win and for how many epochs.
+2. **Feature-store candidates**: every registered feature-store strategy lists the settings worth
+   scoring (``cv_candidates``: a cut point, a neighbour count...). Each is scored by repeated
+   stratified K-fold cross-validation on the learnable images (train + selection roles: what the
+   strategy itself learns from), every candidate on the same folds. The **one-standard-error
+   rule** (Hastie, Tibshirani & Friedman, ESL 7.10) then takes the least complex candidate whose
+   mean is within one standard error of the best one's, so a tie is never broken by noise.
+3. **Network strategies**, only when the measurements say they could win: data that is not small,
+   or a probe whose learning curve is still climbing. They are tried within the budget
+   (``budget_s``) as successive halving (Jamieson & Talwalkar 2016; Hyperband, Li et al. 2018):
+   every arm trains a first rung of epochs, the best continues, and a trial stops as soon as its
+   selection accuracy, extrapolated over the epochs left, can no longer beat the best
+   feature-store candidate (fitted on the training role, scored on the same selection images)
+   by one standard error.
+4. **The decision**: a network strategy only when it beat the feature-store winner on the
+   selection images by more than one standard error; its trial is then the fitted model (no second
+   training run). Otherwise the feature-store winner, fitted by its strategy as usual.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..strategies import strategy_class, strategy_names
+from ._json import json_ready
+from .rules import STEEP_SLOPE, is_small
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..strategies import FitContext, FittedModel
+    from .plan import Advice
+
+# Cross-validation of the feature-store candidates: about CV_FITS fits per candidate (K folds,
+# repeated), K = min(CV_FOLDS, smallest class); at most CV_MAX_ROWS images (stratified), enough to
+# rank candidates a point apart while bounding the cost on large data.
+CV_FOLDS = 5
+CV_FITS = 10
+CV_MAX_ROWS = 2000
+# Network trials: the first rung's share of the planned epochs (successive halving, eta = 3).
+RUNG_ETA = 3
+# Similarity within this of the threshold is ambiguous: both pretrained network arms are tried.
+AMBIGUOUS_SIMILARITY = 0.1
+# Default budget for the network trials, seconds (``fit --budget`` in minutes overrides it).
+DEFAULT_BUDGET_S = 15 * 60.0
+# A fine-tune (forward + backward) costs about this many forward passes per image.
+TRAIN_FORWARD_RATIO = 3.0
+
+
+@dataclass
+class CandidateScore:
+    """One feature-store candidate: its strategy and settings, and its cross-validated accuracy."""
+
+    strategy: str
+    params: dict[str, Any]
+    mean: float
+    se: float
+    folds: int
+    seconds: float
+    complexity: int
+
+    @property
+    def label(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in self.params.items() if v not in (None, ()))
+        return f"{self.strategy}({shown})" if shown else self.strategy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "params": self.params, "label": self.label, "cv_mean": self.mean,
+                "cv_se": self.se, "cv_folds": self.folds, "seconds": round(self.seconds, 3),
+                "complexity": self.complexity}
+
+
+@dataclass
+class Trial:
+    """One network strategy's budgeted trial."""
+
+    strategy: str
+    params: dict[str, Any]
+    planned_epochs: int
+    epochs_run: int = 0
+    best_val_acc: float | None = None
+    seconds: float = 0.0
+    stopped: str = ""
+    model: FittedModel | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "params": self.params, "planned_epochs": self.planned_epochs,
+                "epochs_run": self.epochs_run, "best_val_acc": self.best_val_acc,
+                "seconds": round(self.seconds, 3), "stopped": self.stopped}
+
+
+@dataclass
+class Selection:
+    """``auto``'s decision: the advice it started from, every candidate's score, the trials, why."""
+
+    advice: Advice
+    strategy: str
+    params: dict[str, Any]
+    candidates: list[CandidateScore]
+    trials: list[Trial]
+    reasons: list[str]
+    cost: dict[str, float]
+    network_plan: dict[str, Any]
+    fs_val_acc: float | None = None
+    model: FittedModel | None = None  # a trial's fitted network, when a network strategy won
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.advice.to_dict()
+        out["selection"] = json_ready({
+            "strategy": self.strategy, "params": self.params,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "trials": [t.to_dict() for t in self.trials],
+            "network_plan": self.network_plan, "feature_store_val_acc": self.fs_val_acc,
+            "reasons": self.reasons, "cost": self.cost,
+        })
+        return out
+
+    def summary_lines(self) -> list[str]:
+        a = self.advice
+        lines = [f"Decision: {self.strategy}" + (f" {_fmt_params(self.params)}" if self.params else "")]
+        lines += [line for line in a.summary_lines() if not line.startswith("Advice:")]
+        lines.append("Feature-store candidates (repeated stratified CV on the training images, mean ± 1 SE):")
+        best = max(self.candidates, key=lambda c: c.mean) if self.candidates else None
+        for c in sorted(self.candidates, key=lambda c: -c.mean):
+            mark = " <- chosen" if (c.strategy, c.params) == (self.strategy, self.params) else (
+                " (best mean)" if c is best else "")
+            lines.append(f"  {c.label:<34} {100 * c.mean:5.1f} ± {100 * c.se:4.1f}  "
+                         f"({c.folds} folds, {c.seconds:.1f} s){mark}")
+        plan = self.network_plan
+        if plan.get("arms"):
+            lines.append(f"Fine-tuning: {', '.join(plan['arms'])}, {plan['epochs']} epochs planned, about "
+                         f"{plan['seconds_per_epoch']:.0f} s per epoch here (budget {plan['budget_s'] / 60:.0f} min).")
+        for t in self.trials:
+            acc = "-" if t.best_val_acc is None else f"{100 * t.best_val_acc:.1f}%"
+            lines.append(f"  trial {t.strategy}: {t.epochs_run}/{t.planned_epochs} epochs, best selection "
+                         f"accuracy {acc}, {t.seconds:.0f} s; {t.stopped}")
+        lines.append("Why:")
+        lines += [f"  - {r}" for r in self.reasons]
+        spent = self.cost.get("total_seconds")
+        if spent is not None:
+            lines.append(f"Selection took {spent:.1f} s.")
+        return lines
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+
+
+# ------------------------------------------------------------------- feature-store candidates
+
+
+def cv_splits(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Repeated stratified K-fold splits of rows ``y`` (about ``CV_FITS`` folds in all), or [] when
+    a class has fewer than two images."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    counts = np.bincount(y)
+    smallest = int(counts[counts > 0].min()) if len(y) else 0
+    k = min(CV_FOLDS, smallest)
+    if k < 2:
+        return []
+    repeats = max(1, math.ceil(CV_FITS / k))
+    rskf = RepeatedStratifiedKFold(n_splits=k, n_repeats=repeats, random_state=seed)
+    return list(rskf.split(np.zeros(len(y)), y))
+
+
+def cv_rows(y: np.ndarray, seed: int) -> np.ndarray:
+    """Positions (into ``y``) of at most ``CV_MAX_ROWS`` rows, stratified, sorted."""
+    if len(y) <= CV_MAX_ROWS:
+        return np.arange(len(y))
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(y)), train_size=CV_MAX_ROWS, stratify=y, random_state=seed)
+    return np.sort(keep)
+
+
+def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, similar: bool,
+                     log: Callable[[str], None] | None = None) -> list[CandidateScore]:
+    """Every feature-store candidate's repeated-CV accuracy on the rows ``learn_idx`` of the dataset
+    (those that need a forward pass of their own only when the data is not ``similar``)."""
+    labels = np.asarray(ctx.dataset.labels)
+    rows = learn_idx[cv_rows(labels[learn_idx], seed)]
+    y_all = labels[rows]
+    present = np.unique(y_all)
+    y = np.searchsorted(present, y_all)  # dense labels: folds need every class present
+    splits = cv_splits(y, seed)
+    if not splits:
+        return []
+    scores = []
+    for name in strategy_names(feature_store=True):
+        cls = strategy_class(name)
+        if cls.own_forward_pass and similar:
+            continue
+        for params in cls.cv_candidates(ctx.backbone):
+            t0 = time.perf_counter()
+            feats = cls.candidate_features(ctx, params)
+            x = {k: np.asarray(v)[rows] for k, v in feats.items()}
+            accs = cls.cv_scores(x, y, splits, len(present), params, seed)
+            accs_arr = np.asarray(accs, dtype=np.float64)
+            score = CandidateScore(strategy=name, params=dict(params), mean=float(accs_arr.mean()),
+                                   se=float(accs_arr.std(ddof=1) / math.sqrt(len(accs_arr))) if len(accs) > 1 else 0.0,
+                                   folds=len(accs), seconds=time.perf_counter() - t0, complexity=cls.complexity)
+            scores.append(score)
+            if log is not None:
+                log(f"{score.label}: {100 * score.mean:.1f} ± {100 * score.se:.1f}")
+    return scores
+
+
+def one_se_choice(scores: list[CandidateScore]) -> tuple[CandidateScore, CandidateScore]:
+    """(chosen, best by mean): the least complex candidate within one SE of the best mean (ties in
+    complexity go to the higher mean)."""
+    best = max(scores, key=lambda c: c.mean)
+    within = [c for c in scores if c.mean >= best.mean - best.se]
+    chosen = min(within, key=lambda c: (c.complexity, -c.mean))
+    return chosen, best
+
+
+def holdout_accuracy(ctx: FitContext, cand: CandidateScore, seed: int) -> tuple[float, np.ndarray] | None:
+    """The candidate fitted on the train role and scored on the selection role (what network trials
+    are compared against, on the same images): (accuracy, per-image correctness)."""
+    if ctx.val_idx is None or len(ctx.val_idx) == 0:
+        return None
+    cls = strategy_class(cand.strategy)
+    labels = np.asarray(ctx.dataset.labels)
+    feats = cls.candidate_features(ctx, cand.params)
+    present = np.unique(labels[ctx.train_idx])
+    y_tr = np.searchsorted(present, labels[ctx.train_idx])
+    predict = cls.fit_arrays({k: np.asarray(v)[ctx.train_idx] for k, v in feats.items()}, y_tr, len(present),
+                             cand.params, seed)
+    pred = present[predict({k: np.asarray(v)[ctx.val_idx] for k, v in feats.items()}).argmax(1)]
+    correct = pred == labels[ctx.val_idx]
+    return float(correct.mean()), correct
+
+
+# ------------------------------------------------------------------------ network trials
+
+
+def network_arms(advice: Advice, best_cv: float | None) -> tuple[list[str], list[str]]:
+    """(network strategies worth a trial, in order of prior preference; the reasons)."""
+    size, sim = advice.size, advice.similarity
+    slope = size.slope_per_doubling
+    steep = slope is not None and np.isfinite(slope) and slope >= STEEP_SLOPE
+    if is_small(size) and not steep:
+        return [], [
+            "No fine-tuning trial: the data is small and the probe's learning curve is flat "
+            + (f"({100 * slope:+.1f} points per doubling)" if slope is not None and np.isfinite(slope) else "")
+            + "; on such data fine-tuning lost to the feature-store strategies (README, benchmarks/advisor.py)."
+        ]
+    if best_cv is not None and best_cv >= 0.995:
+        return [], [f"No fine-tuning trial: the best feature-store candidate already scores "
+                    f"{100 * best_cv:.1f}%, nothing measurable is left to win."]
+    why = ("the data is not small" if not is_small(size)
+           else f"the probe still gains {100 * slope:.1f} points per doubling of the data")
+    if advice.table_strategy == "scratch" or advice.strategy == "scratch":
+        arms = ["scratch", "full"]
+    elif abs(sim.score - _similar_threshold()) < AMBIGUOUS_SIMILARITY:
+        arms = ["partial", "full"] if sim.similar else ["full", "partial"]
+    else:
+        arms = ["partial"] if sim.similar else ["full"]
+    return arms, [f"Fine-tuning could win ({why}): trying {', '.join(arms)} within the budget."]
+
+
+def _similar_threshold() -> float:
+    from .similarity import SIMILAR_THRESHOLD
+
+    return SIMILAR_THRESHOLD
+
+
+def on_course(history: list[dict[str, Any]], *, target: float, planned: int, start: float | None) -> bool:
+    """Can this trial still beat ``target`` on the selection images? Its best accuracy so far plus
+    the recent gain per epoch (half of it: gains shrink as training goes on) over the epochs left."""
+    accs = [float(r["val_acc"]) for r in history if r.get("val_acc") is not None]
+    if not accs:
+        return True
+    k = len(accs)
+    best = max(accs + ([start] if start is not None else []))
+    prev = accs[-3] if k >= 3 else (accs[0] if k == 2 else start)
+    rate = 0.0 if prev is None else max(0.0, (accs[-1] - prev) / (2 if k >= 3 else 1))
+    projected = best + 0.5 * rate * (planned - k)
+    return projected >= target
+
+
+def run_trials(arms: list[str], *, make_ctx: Callable[[str, int, Callable | None, bool], FitContext],
+               planned: int, target: float, start: float | None, budget_s: float, epoch_s: float,
+               log: Callable[[str], None] | None = None) -> tuple[list[Trial], list[str]]:
+    """Successive halving over ``arms``: a first rung of ``planned // RUNG_ETA`` epochs (at least 1)
+    each, then the best arm continues to ``planned``; every trial stops as soon as it is off course
+    (``on_course``) or out of budget. ``make_ctx(strategy, epochs, keep_going, resume)`` builds the
+    trial's FitContext (its own run directory, so a continued rung resumes from its checkpoint)."""
+    reasons: list[str] = []
+    trials = {arm: Trial(strategy=arm, params={}, planned_epochs=planned) for arm in arms}
+    spent = 0.0
+
+    def fit_until(trial: Trial, stop_at: int, resume: bool) -> None:
+        nonlocal spent
+        t0 = time.perf_counter()
+
+        def keep_going(history: list[dict[str, Any]]) -> bool:
+            elapsed = spent + time.perf_counter() - t0
+            if elapsed + epoch_s > budget_s:
+                trial.stopped = f"stopped: the next epoch would pass the budget ({budget_s / 60:.0f} min)"
+                return False
+            if not on_course(history, target=target, planned=planned, start=start):
+                trial.stopped = (f"stopped after epoch {len(history)}: cannot reach the feature-store "
+                                 f"candidate's {100 * target:.1f}% on course")
+                return False
+            if len(history) >= stop_at:
+                trial.stopped = f"rung of {stop_at} epoch(s) done"
+                return False
+            return True
+
+        # A continued rung resumes from the trial's checkpoint; a first rung follows the run's own
+        # resume setting (make_ctx's default).
+        ctx = make_ctx(trial.strategy, planned, keep_going, True) if resume else \
+            make_ctx(trial.strategy, planned, keep_going)
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        strategy = strategy_class(trial.strategy)()
+        trial.model = strategy.fit(ctx)
+        trial.params = dict(ctx.params)
+        trial.history = list(ctx.history)
+        trial.epochs_run = int(trial.model.info.get("epochs_run", len(trial.history)))
+        trial.best_val_acc = trial.model.info.get("best_val_acc")
+        dt = time.perf_counter() - t0
+        trial.seconds += dt
+        spent += dt
+        if trial.epochs_run >= planned and not trial.stopped.startswith("stopped"):
+            trial.stopped = "ran every planned epoch"
+        if log is not None:
+            log(f"trial {trial.strategy}: {trial.epochs_run} epochs, best {trial.best_val_acc}, {trial.stopped}")
+
+    rung = max(1, planned // RUNG_ETA) if len(arms) > 1 else planned
+    for arm in arms:
+        if spent + epoch_s > budget_s:
+            trials[arm].stopped = "not started: no budget left"
+            continue
+        fit_until(trials[arm], rung, resume=False)
+    alive = [t for t in trials.values() if t.model is not None and t.stopped.startswith("rung")]
+    if alive and rung < planned:
+        best = max(alive, key=lambda t: t.best_val_acc or 0.0)
+        for t in alive:
+            if t is not best:
+                t.stopped = f"halved after {rung} epoch(s): {best.strategy} was ahead"
+        reasons.append(f"Successive halving: after {rung} epoch(s) {best.strategy} led; it continues.")
+        best.stopped = ""
+        fit_until(best, planned, resume=True)
+    return list(trials.values()), reasons
+
+
+# ------------------------------------------------------------------------------ select
+
+
+def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int | None = None,
+           budget_s: float | None = None, trials: bool = True, seed: int = 0,
+           log: Callable[[str], None] | None = None) -> Selection:
+    """``auto``'s choice for the measured ``advice`` (see the module docstring).
+
+    ``make_ctx(strategy, epochs=None, keep_going=None, resume=False)`` builds a FitContext over the
+    training roles for ``strategy`` (the caller's parameters and run directory); ``epochs`` is the
+    network trials' planned length (default: the advisor's ``finetune_epochs``); ``budget_s`` bounds
+    the trials' wall time (default ``DEFAULT_BUDGET_S``); ``trials=False`` (``advise``) scores the
+    feature-store candidates and plans the trials without running them.
+    """
+    t0 = time.perf_counter()
+    budget_s = DEFAULT_BUDGET_S if budget_s is None else float(budget_s)
+    reasons: list[str] = [f"Four-case table: {advice.table_rule}."]
+    cost: dict[str, float] = {"advise_seconds": advice.cost_seconds}
+    base_ctx = make_ctx("linear")
+    learn = np.sort(np.concatenate([base_ctx.train_idx] + (
+        [base_ctx.val_idx] if base_ctx.val_idx is not None else [])))
+    scores = score_candidates(base_ctx, learn, seed, similar=advice.similarity.similar, log=log)
+    cost["cv_seconds"] = round(sum(c.seconds for c in scores), 3)
+    if not scores:
+        reasons.append("Cross-validation needs two training images in every class; the advisor's rule "
+                       f"stands: {advice.strategy}.")
+        return Selection(advice=advice, strategy=advice.strategy, params=advice.strategy_params(), candidates=[],
+                         trials=[], reasons=reasons + advice.reasons, cost=cost, network_plan={})
+    chosen, best = one_se_choice(scores)
+    if chosen is best:
+        reasons.append(f"Best feature-store candidate by cross-validation: {best.label} "
+                       f"{100 * best.mean:.1f} ± {100 * best.se:.1f}%.")
+    else:
+        reasons.append(f"One-standard-error rule: {chosen.label} ({100 * chosen.mean:.1f}%) is within one SE "
+                       f"({100 * best.se:.1f}) of the best mean, {best.label} ({100 * best.mean:.1f}%), and "
+                       "simpler: the difference is noise.")
+    arms, why = network_arms(advice, best.mean)
+    reasons += why
+    plan: dict[str, Any] = {}
+    decision = Selection(advice=advice, strategy=chosen.strategy, params=dict(chosen.params), candidates=scores,
+                         trials=[], reasons=reasons, cost=cost, network_plan=plan)
+    if arms:
+        per_image = advice.cost.get("forward_seconds_per_image")
+        n_train = len(base_ctx.train_idx)
+        epoch_s = TRAIN_FORWARD_RATIO * float(per_image) * n_train if per_image else 0.0
+        planned = int(epochs or advice.epochs or _default_epochs(n_train))
+        plan.update({"arms": arms, "epochs": planned, "seconds_per_epoch": round(epoch_s, 1),
+                     "budget_s": budget_s, "estimated_seconds": round(epoch_s * planned, 1)})
+        holdout = holdout_accuracy(base_ctx, chosen, seed)
+        if holdout is None:
+            reasons.append("No selection images (val_fraction 0): fine-tuning cannot be compared; not tried.")
+        elif not trials:
+            reasons.append(f"A fine-tune of {planned} epochs would take about {epoch_s * planned / 60:.1f} min here "
+                           "(fit --strategy auto runs it as a budgeted trial).")
+        else:
+            fs_val, _ = holdout
+            n_val = len(base_ctx.val_idx)
+            se = math.sqrt(max(fs_val * (1 - fs_val), 1.0 / n_val) / n_val)
+            target = min(1.0, fs_val + se)
+            decision.fs_val_acc = fs_val
+            start = _start_accuracy(base_ctx, scores, seed)
+            t1 = time.perf_counter()
+            done, halving = run_trials(arms, make_ctx=make_ctx, planned=planned, target=target, start=start,
+                                       budget_s=budget_s, epoch_s=epoch_s, log=log)
+            cost["trials_seconds"] = round(time.perf_counter() - t1, 3)
+            decision.trials = done
+            reasons += halving
+            finished = [t for t in done if t.best_val_acc is not None]
+            winner = max(finished, key=lambda t: t.best_val_acc) if finished else None
+            if winner is not None and winner.best_val_acc >= target:
+                decision.strategy, decision.params, decision.model = winner.strategy, winner.params, winner.model
+                reasons.append(f"{winner.strategy} reached {100 * winner.best_val_acc:.1f}% on the {n_val} selection "
+                               f"images against {100 * fs_val:.1f}% for {chosen.label} fitted on the same training "
+                               f"images: more than one standard error ({100 * se:.1f}) better, so it is kept.")
+            else:
+                got = "" if winner is None else f" (best {winner.strategy} {100 * winner.best_val_acc:.1f}%)"
+                reasons.append(f"No fine-tune beat {chosen.label}'s {100 * fs_val:.1f}% on the {n_val} selection "
+                               f"images by one standard error ({100 * se:.1f}){got}: the feature-store candidate "
+                               "is kept.")
+    cost["total_seconds"] = round(advice.cost_seconds + time.perf_counter() - t0, 3)
+    return decision
+
+
+def _default_epochs(n_train: int) -> int:
+    from .rules import finetune_epochs
+
+    return finetune_epochs(n_train)
+
+
+def _start_accuracy(ctx: FitContext, scores: list[CandidateScore], seed: int) -> float | None:
+    """Selection accuracy of the linear probe on the final codes fitted on the training role: where
+    a pretrained network strategy starts (its head starts at that probe)."""
+    linear = [c for c in scores if c.strategy == "linear"]
+    if not linear:
+        return None
+    out = holdout_accuracy(ctx, linear[0], seed)
+    return None if out is None else out[0]
