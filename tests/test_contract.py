@@ -11,16 +11,16 @@ here without touching this file. For every strategy, through the public API only
 - the ONNX export (what ``transferkit export`` calls), run with onnxruntime, gives the same
   probabilities within 1e-4.
 
-``strategy="auto"``: the advisor's plan reaches the strategy. The run records
-``requested_strategy == "auto"``, the concrete strategy and the advice, and every parameter the
-advice emitted is in the run's parameters with the same value and is one the chosen strategy
-declares (``get_strategy(name).defaults``). Checked with the real advisor (API and CLI) and, for
-every strategy the advisor can choose, with the advisor's decision forced to that strategy.
+``strategy="auto"``: the selection's choice reaches the strategy. The run records
+``requested_strategy == "auto"``, the concrete strategy, the advice and the selection (every
+candidate's cross-validated score, the trials, the reasons), and every parameter the selection
+chose is in the run's parameters with the same value and is one the chosen strategy declares.
+Checked with the real selection (API, CLI, ``advise``) and with the selection forced to every
+registered strategy.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -140,17 +140,20 @@ def assert_auto_run(run: Path) -> dict:
     name = config["strategy"]
     assert name in strategy_names()
     advice = config["advice"]
-    assert isinstance(advice, dict) and advice["strategy"] == name
-    advised = advice["params"]
-    assert isinstance(advised, dict)
-    for key, value in advised.items():
-        assert key in config["params"], f"advised parameter {key!r} did not reach the {name} strategy"
+    selection = advice["selection"]
+    assert selection["strategy"] == name, "the run must train what the selection chose"
+    # the advisor's own rule-based plan only emits parameters its strategy declares
+    assert set(advice["params"]) <= set(get_strategy(advice["strategy"]).defaults)
+    chosen = selection["params"]
+    for key, value in chosen.items():
+        assert key in config["params"], f"selected parameter {key!r} did not reach the {name} strategy"
         assert config["params"][key] == value, (key, value, config["params"][key])
     declared = set(get_strategy(name).defaults)
-    undeclared = sorted(set(advised) - declared)
-    assert not undeclared, (f"the advice gives {name} parameters it does not declare: {undeclared} "
-                            f"(declares {sorted(declared)})")
     assert set(config["params"]) <= declared, "only declared parameters reach the strategy"
+    for cand in selection["candidates"]:
+        assert cand["strategy"] in strategy_names() and get_strategy(cand["strategy"]).uses_feature_store
+        assert 0.0 <= cand["cv_mean"] <= 1.0 and cand["cv_se"] >= 0.0 and cand["cv_folds"] >= 2
+    assert selection["reasons"], "the decision must say why"
     assert (run / "model").is_dir()
     return config
 
@@ -179,7 +182,10 @@ def auto_fit(card, tiny_folder, cache, tmp_path_factory):
 def test_auto_through_the_api(auto_fit, tiny_folder, cache):
     clf, run, advice = auto_fit
     config = assert_auto_run(run)
-    assert clf.strategy_ == config["strategy"] == advice.strategy and clf.advice_ == config["advice"]
+    assert clf.strategy_ == config["strategy"] and clf.advice_ == config["advice"]
+    assert config["advice"]["strategy"] == advice.strategy  # the advisor's measurements are kept
+    cands = config["advice"]["selection"]["candidates"]
+    assert {c["strategy"] for c in cands} >= {"linear", "intermediate"}, "every cheap candidate is scored"
     assert 0.0 <= clf.metrics_["accuracy"] <= 1.0
     again = TransferClassifier.load(run, cache_dir=cache)
     files, _ = scored_files(tiny_folder)
@@ -201,40 +207,61 @@ def test_auto_through_the_cli(card, tiny_folder, cache, tmp_path):
     assert summary["params"] == config["params"]
 
 
-# What the advisor's decision chooses for each strategy it can choose (transferkit.advisor.rules):
-# the cut point for the feature strategies, frozen stages and epochs for the network strategies;
-# everything else is the strategy's own default. Epochs are kept small here.
+def test_advise_shows_every_candidate_with_its_spread_and_the_decision(card, tiny_folder, cache):
+    from transferkit.cli import app
+
+    result = CliRunner().invoke(app, ["advise", str(tiny_folder), "--backbone", str(card), "--cache-dir", str(cache),
+                                      "--device", "cpu", "--quiet", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    sel = out["selection"]
+    assert sel["strategy"] in strategy_names() and sel["candidates"] and sel["reasons"]
+    assert sel["trials"] == [], "advise runs no fine-tuning"
+    text = CliRunner().invoke(app, ["advise", str(tiny_folder), "--backbone", str(card), "--cache-dir", str(cache),
+                                    "--device", "cpu", "--quiet"], catch_exceptions=False).output
+    assert "Four-case table" in text and "±" in text and "Decision:" in text
+
+
+# What the selection chooses for each strategy, forced in the test: a feature-store strategy as the
+# only cross-validated candidate; a network strategy as the only trial, against a feature-store
+# score of zero so that it wins and its trial is the run's model.
 FORCED_CHOICES: dict[str, dict] = {
     "linear": {"layer": "pool"},
     "intermediate": {"layer": "stage2"},
     "hidden": {},
     "head2toe": {},
-    "adabn": {"layer": "stage2"},
     "knn": {"layer": "pool"},
-    "partial": {"freeze_stages": 1, "epochs": 1},
-    "full": {"epochs": 1},
-    "scratch": {"epochs": 1},
+    "adabn": {"layer": "pool"},
+    "partial": {},
+    "full": {},
+    "scratch": {},
 }
 
 
 @pytest.mark.parametrize("name", strategy_names())
-def test_auto_with_the_decision_forced_to_each_strategy(name, card, tiny_folder, cache, auto_fit, tmp_path,
-                                                        monkeypatch):
-    """The plan for every strategy the advisor can choose reaches that strategy's parameters."""
-    import transferkit.advisor as advisor
-    from transferkit.advisor.rules import plan_of
+def test_auto_with_the_selection_forced_to_each_strategy(name, card, tiny_folder, cache, tmp_path, monkeypatch):
+    """Whatever the selection picks, that strategy with the selected parameters is what the run trains."""
+    import transferkit.advisor.select as select_mod
 
     if name not in FORCED_CHOICES:
-        pytest.fail(f"strategy {name!r} is registered but FORCED_CHOICES has no advisor plan for it: add what "
-                    "the advisor's decision chooses for it")
-    plan = plan_of(name, FORCED_CHOICES[name], ["forced by the test"])
-    fields = {k: plan[k] for k in ("layer", "frozen_stages", "hidden", "lr", "body_lr_ratio", "epochs", "params")}
-    forced = dataclasses.replace(auto_fit[2], strategy=name, **fields)
-    monkeypatch.setattr(advisor, "advise", lambda *a, **k: forced)
+        pytest.fail(f"strategy {name!r} is registered but FORCED_CHOICES has no forced selection for it: add one")
+    cls = get_strategy(name)
+    if cls.uses_feature_store:
+        forced = select_mod.CandidateScore(strategy=name, params=FORCED_CHOICES[name], mean=0.9, se=0.01, folds=5,
+                                           seconds=0.0, complexity=cls.complexity)
+        monkeypatch.setattr(select_mod, "score_candidates", lambda *a, **k: [forced])
+    else:
+        monkeypatch.setattr(select_mod, "network_arms", lambda *a, **k: ([name], ["forced by the test"]))
+        monkeypatch.setattr(select_mod, "holdout_accuracy", lambda *a, **k: (0.0, np.zeros(0, bool)))
     run = tmp_path / "run"
     clf = TransferClassifier(backbone=card, strategy="auto", cache_dir=cache, device="cpu", precision="fp32",
-                             batch_size=8, progress=False).fit(tiny_folder, run_dir=run)
+                             batch_size=8, epochs=2, progress=False).fit(tiny_folder, run_dir=run)
     config = assert_auto_run(run)
     assert config["strategy"] == clf.strategy_ == name
-    assert config["advice"]["params"] == {k: list(v) if isinstance(v, tuple) else v
-                                          for k, v in FORCED_CHOICES[name].items()}
+    if not cls.uses_feature_store:
+        trial = config["advice"]["selection"]["trials"][0]
+        assert trial["strategy"] == name and trial["epochs_run"] == 2  # on course all the way
+        assert clf.history_, "the trial's history is the run's history"
+    again = TransferClassifier.load(run, cache_dir=cache)
+    files, _ = scored_files(tiny_folder)
+    np.testing.assert_allclose(again.predict_proba(files), clf.predict_proba(files), rtol=0, atol=1e-6)

@@ -86,7 +86,8 @@ def test_pretrain_writes_a_loadable_backbone_folder(pretrained_dir, backbone):
 def test_partial_freezes_early_stages_and_round_trips(backbone, dataset, tmp_path):
     from transferkit.strategies._network import NetworkModel
 
-    strategy, ctx, model = fit("partial", backbone, dataset, tmp_path, epochs=2, freeze_stages=1)
+    # bn_policy "eval" kept explicitly: "auto" may re-estimate the statistics (tested below)
+    strategy, ctx, model = fit("partial", backbone, dataset, tmp_path, epochs=2, freeze_stages=1, bn_policy="eval")
     assert isinstance(model, NetworkModel) and model.strategy == "partial"
     from safetensors.torch import load_file
 

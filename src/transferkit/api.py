@@ -365,6 +365,8 @@ class TransferClassifier:
             "ignored_params": self.ignored_params_,
             "classes": self.classes_, "seed": self.seed, "device": self.device, "precision": self.precision,
             "data": self.data_, "split": self.split_, "advice": self.advice_,
+            # what the strategy resolved from the data (warm-up, BatchNorm policy, class weighting)
+            "recipe": (getattr(getattr(self, "model_", None), "info", None) or {}).get("recipe"),
             "command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
         atomic_write_json(run_dir / RUN_VERSIONS, library_versions())

@@ -46,12 +46,22 @@ if TYPE_CHECKING:  # pragma: no cover
 CV_FOLDS = 5
 CV_FITS = 10
 CV_MAX_ROWS = 2000
+# Above this many rows one K-fold pass is enough: the folds' spread already pins the mean down.
+CV_REPEAT_MAX_ROWS = 500
+# Cut points whose quick probe (the advisor's profile) is this far below the best one are not
+# cross-validated again: a cut 10 points behind on 3 folds does not win on 10.
+PRUNE_MARGIN = 0.10
 # Network trials: the first rung's share of the planned epochs (successive halving, eta = 3).
 RUNG_ETA = 3
 # Similarity within this of the threshold is ambiguous: both pretrained network arms are tried.
 AMBIGUOUS_SIMILARITY = 0.1
-# Default budget for the network trials, seconds (``fit --budget`` in minutes overrides it).
-DEFAULT_BUDGET_S = 15 * 60.0
+# Default budget for the network trials, seconds (``fit --budget`` in minutes overrides it). On a
+# 2-core CPU 5 minutes is about 4 epochs of 3,000 images at 224 px (enough to see whether a
+# fine-tune overtakes the probe, and to keep auto within a third of a peer's fine-tune, issue 14);
+# on a GPU it is many epochs.
+DEFAULT_BUDGET_S = 5 * 60.0
+# A planned fine-tune shorter than this many epochs (the budget's cap) is not worth a trial.
+MIN_TRIAL_EPOCHS = 2
 # A fine-tune (forward + backward) costs about this many forward passes per image.
 TRAIN_FORWARD_RATIO = 3.0
 
@@ -169,7 +179,7 @@ def cv_splits(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     k = min(CV_FOLDS, smallest)
     if k < 2:
         return []
-    repeats = max(1, math.ceil(CV_FITS / k))
+    repeats = max(1, math.ceil(CV_FITS / k)) if len(y) <= CV_REPEAT_MAX_ROWS else 1
     rskf = RepeatedStratifiedKFold(n_splits=k, n_repeats=repeats, random_state=seed)
     return list(rskf.split(np.zeros(len(y)), y))
 
@@ -185,9 +195,16 @@ def cv_rows(y: np.ndarray, seed: int) -> np.ndarray:
 
 
 def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, similar: bool,
+                     profile: dict[str, float] | None = None,
                      log: Callable[[str], None] | None = None) -> list[CandidateScore]:
-    """Every feature-store candidate's repeated-CV accuracy on the rows ``learn_idx`` of the dataset
-    (those that need a forward pass of their own only when the data is not ``similar``)."""
+    """Every feature-store candidate's repeated-CV accuracy on the rows ``learn_idx`` of the dataset.
+
+    Candidates that need a forward pass of their own are scored only when the data is not
+    ``similar``; candidates cut at a layer whose quick probe accuracy in ``profile`` is more than
+    ``PRUNE_MARGIN`` below the best layer's are skipped.
+    """
+    profile = {k: v for k, v in (profile or {}).items() if v is not None and np.isfinite(v)}
+    top = max(profile.values(), default=None)
     labels = np.asarray(ctx.dataset.labels)
     rows = learn_idx[cv_rows(labels[learn_idx], seed)]
     y_all = labels[rows]
@@ -202,10 +219,14 @@ def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, simil
         if cls.own_forward_pass and similar:
             continue
         for params in cls.cv_candidates(ctx.backbone):
+            layer = params.get("layer")
+            if top is not None and layer in profile and profile[layer] < top - PRUNE_MARGIN:
+                continue
             t0 = time.perf_counter()
-            feats = cls.candidate_features(ctx, params)
+            settings = {**cls.defaults, **params}  # what the strategy's fit would use
+            feats = cls.candidate_features(ctx, settings)
             x = {k: np.asarray(v)[rows] for k, v in feats.items()}
-            accs = cls.cv_scores(x, y, splits, len(present), params, seed)
+            accs = cls.cv_scores(x, y, splits, len(present), settings, seed)
             accs_arr = np.asarray(accs, dtype=np.float64)
             score = CandidateScore(strategy=name, params=dict(params), mean=float(accs_arr.mean()),
                                    se=float(accs_arr.std(ddof=1) / math.sqrt(len(accs_arr))) if len(accs) > 1 else 0.0,
@@ -231,12 +252,13 @@ def holdout_accuracy(ctx: FitContext, cand: CandidateScore, seed: int) -> tuple[
     if ctx.val_idx is None or len(ctx.val_idx) == 0:
         return None
     cls = strategy_class(cand.strategy)
+    settings = {**cls.defaults, **cand.params}
     labels = np.asarray(ctx.dataset.labels)
-    feats = cls.candidate_features(ctx, cand.params)
+    feats = cls.candidate_features(ctx, settings)
     present = np.unique(labels[ctx.train_idx])
     y_tr = np.searchsorted(present, labels[ctx.train_idx])
     predict = cls.fit_arrays({k: np.asarray(v)[ctx.train_idx] for k, v in feats.items()}, y_tr, len(present),
-                             cand.params, seed)
+                             settings, seed)
     pred = present[predict({k: np.asarray(v)[ctx.val_idx] for k, v in feats.items()}).argmax(1)]
     correct = pred == labels[ctx.val_idx]
     return float(correct.mean()), correct
@@ -377,8 +399,14 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
     base_ctx = make_ctx("linear")
     learn = np.sort(np.concatenate([base_ctx.train_idx] + (
         [base_ctx.val_idx] if base_ctx.val_idx is not None else [])))
-    scores = score_candidates(base_ctx, learn, seed, similar=advice.similarity.similar, log=log)
+    scores = score_candidates(base_ctx, learn, seed, similar=advice.similarity.similar,
+                              profile=advice.similarity.probe_profile(), log=log)
     cost["cv_seconds"] = round(sum(c.seconds for c in scores), 3)
+    profile = {k: v for k, v in advice.similarity.probe_profile().items() if v is not None and np.isfinite(v)}
+    pruned = [k for k, v in profile.items() if k != "stem" and v < max(profile.values()) - PRUNE_MARGIN]
+    if pruned:
+        reasons.append(f"Not cross-validated again: the cut points {', '.join(pruned)}, whose quick probe was more "
+                       f"than {100 * PRUNE_MARGIN:.0f} points below the best cut's.")
     if not scores:
         reasons.append("Cross-validation needs two training images in every class; the advisor's rule "
                        f"stands: {advice.strategy}.")
@@ -402,10 +430,19 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
         n_train = len(base_ctx.train_idx)
         epoch_s = TRAIN_FORWARD_RATIO * float(per_image) * n_train if per_image else 0.0
         planned = int(epochs or advice.epochs or _default_epochs(n_train))
+        if epoch_s > 0 and planned * epoch_s > budget_s:
+            # The schedule is planned to finish within the budget (a cosine schedule cut half-way
+            # ends at a high learning rate).
+            fits = int(budget_s // epoch_s)
+            reasons.append(f"{planned} epochs would take about {planned * epoch_s / 60:.0f} min; the budget "
+                           f"({budget_s / 60:.0f} min, --budget) allows {fits}.")
+            planned = fits
         plan.update({"arms": arms, "epochs": planned, "seconds_per_epoch": round(epoch_s, 1),
                      "budget_s": budget_s, "estimated_seconds": round(epoch_s * planned, 1)})
-        holdout = holdout_accuracy(base_ctx, chosen, seed)
-        if holdout is None:
+        holdout = holdout_accuracy(base_ctx, chosen, seed) if planned >= MIN_TRIAL_EPOCHS else None
+        if planned < MIN_TRIAL_EPOCHS:
+            reasons.append(f"Fine-tuning not tried: fewer than {MIN_TRIAL_EPOCHS} epochs fit in the budget.")
+        elif holdout is None:
             reasons.append("No selection images (val_fraction 0): fine-tuning cannot be compared; not tried.")
         elif not trials:
             reasons.append(f"A fine-tune of {planned} epochs would take about {epoch_s * planned / 60:.1f} min here "
@@ -423,6 +460,12 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
             cost["trials_seconds"] = round(time.perf_counter() - t1, 3)
             decision.trials = done
             reasons += halving
+            # Every finished trial's model scored on the same selection images as the feature-store
+            # candidate, in plain accuracy (a trial picks its epoch by balanced accuracy on
+            # imbalanced classes; the decision compares like with like).
+            for t in done:
+                if t.model is not None:
+                    t.best_val_acc = selection_accuracy(base_ctx, t.model)
             finished = [t for t in done if t.best_val_acc is not None]
             winner = max(finished, key=lambda t: t.best_val_acc) if finished else None
             if winner is not None and winner.best_val_acc >= target:
@@ -437,6 +480,17 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
                                "is kept.")
     cost["total_seconds"] = round(advice.cost_seconds + time.perf_counter() - t0, 3)
     return decision
+
+
+def selection_accuracy(ctx: FitContext, model: FittedModel) -> float:
+    """Accuracy of a fitted network on the selection images (decoded once, cached)."""
+    from ..strategies._network import decoded_images
+
+    images = np.asarray(decoded_images(ctx, ctx.backbone)[ctx.val_idx])
+    pred = model.predict(images)
+    classes = list(ctx.dataset.classes)
+    return float((np.asarray(pred) == np.asarray(ctx.dataset.labels)[ctx.val_idx]).mean()) \
+        if list(model.classes) == classes else float("nan")
 
 
 def _default_epochs(n_train: int) -> int:

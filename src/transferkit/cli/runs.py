@@ -58,7 +58,7 @@ def fit(
     cache_dir: CacheOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     budget: Annotated[float | None, typer.Option(help="auto: minutes its fine-tuning trials may take "
-                                                 "(default 15).")] = None,
+                                                 "(default 5).")] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:

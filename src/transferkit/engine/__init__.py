@@ -48,7 +48,14 @@ from .config import BN_POLICIES, HEAD, OPTIMIZERS, TrainConfig
 from .data import ArrayData, EpochSampler, UInt8ImageDataset
 from .evaluate import predict_logits
 from .fabric import make_fabric, precision_name, world_size
-from .freezing import WarmupCosine, apply_bn_policy, build_optimizer, network_groups, set_frozen
+from .freezing import (
+    WarmupCosine,
+    apply_bn_policy,
+    build_optimizer,
+    network_groups,
+    reestimate_bn_statistics,
+    set_frozen,
+)
 from .loop import CPU_MICRO_BATCH, TrainResult, cpu_micro_splits, fit_network
 
 __all__ = [
@@ -73,6 +80,7 @@ __all__ = [
     "network_groups",
     "precision_name",
     "predict_logits",
+    "reestimate_bn_statistics",
     "set_frozen",
     "world_size",
 ]

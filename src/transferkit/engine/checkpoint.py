@@ -22,6 +22,9 @@ from torch import nn
 
 from ..errors import ConfigError, StoreError
 from ..io import atomic_write_json, is_no_space, kill_point, read_json
+from .config import TrainConfig
+
+DEFAULT_CONFIG = TrainConfig().to_dict()
 
 CHECKPOINT_FORMAT = 1
 
@@ -151,7 +154,9 @@ def _jsonable(obj: Any) -> Any:
 def check_resumable(meta: dict, cfg: dict, groups, path: Path) -> None:
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise StoreError(f"Checkpoint {path} has format {meta.get('format')}, expected {CHECKPOINT_FORMAT}.")
-    diff = {k: (meta["config"].get(k), v) for k, v in cfg.items() if meta["config"].get(k) != v}
+    # A field the checkpoint predates compares as its default (what the run then trained with).
+    saved = {**DEFAULT_CONFIG, **meta["config"]}
+    diff = {k: (saved.get(k), v) for k, v in cfg.items() if saved.get(k) != v}
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
         raise ConfigError(

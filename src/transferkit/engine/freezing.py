@@ -62,6 +62,43 @@ def apply_bn_policy(net: nn.Module, policy: str) -> None:
                 m.eval()
 
 
+@torch.no_grad()
+def reestimate_bn_statistics(net: nn.Module, images, *, batch_size: int = 32, device: str = "auto") -> int:
+    """AdaBN (Li et al. 2016): replace every BatchNorm's running statistics by those of ``images``.
+
+    ``images`` is uint8 (N,3,H,W), e.g. the training images without augmentation. Each BatchNorm
+    accumulates a cumulative average (momentum None) over the batches, in training mode, while
+    everything else stays in eval mode and no weight changes. Returns the number of layers reset.
+    """
+    import numpy as np
+
+    from ..runtime import resolve_device
+    from .data import to_input
+
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or len(images) < 2:  # one image has no variance to measure
+        return 0
+    dev = resolve_device(device)
+    first = next(net.parameters())
+    orig_device, was_training = first.device, net.training
+    momenta = [m.momentum for m in bns]
+    net.to(dev).eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for s in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(dev)
+            if x.shape[0] > 1:  # a batch of one has no variance to measure
+                net(to_input(x))
+    finally:
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+        net.to(orig_device).train(was_training)
+    return len(bns)
+
+
 class WarmupCosine:
     """LR factor: linear warm-up over ``warmup`` steps from ``start``, then cosine to 0 at ``total``.
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from ..errors import TrainingDivergedError
 from ..io import atomic_write_json, kill_point
 from ..runtime import fp32_strided_depthwise
+from .balance import TrainingLoss, balanced_weights
 from .checkpoint import CHECKPOINT_FORMAT, Checkpointer, check_resumable, rng_state, set_rng_state, state_to_cpu
 from .config import TrainConfig
 from .data import ArrayData, EpochSampler, UInt8ImageDataset, to_input
@@ -49,8 +50,10 @@ class TrainResult:
     checkpoint_dir: Path
     precision: str
     events: list[str] = field(default_factory=list)
-    # Selection accuracy of the network as it started (``start_candidate``); best_epoch 0 = kept.
+    # Selection score of the network as it started (``start_candidate``); best_epoch 0 = kept.
     start_val_acc: float | None = None
+    # What best_val_acc and start_val_acc measure: "accuracy" or "balanced_accuracy".
+    selection_metric: str = "accuracy"
 
 
 def cpu_micro_splits(batch: int, device: torch.device) -> int:
@@ -191,7 +194,8 @@ def _setup(net: nn.Module, train: ArrayData, config: TrainConfig, run_dir: Path,
                optimizer_f=fabric.setup_optimizers(optimizer), scheduler=scheduler, lr_of=lr_of,
                dataset=dataset, sampler=sampler, loader=loader, per_rank=per_rank,
                ckpt=Checkpointer(run_dir), run_dir=run_dir, history=history,
-               criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+               criterion=TrainingLoss(config.label_smoothing,
+                                      balanced_weights(train.labels) if config.class_weight == "balanced" else None),
                micro_splits=cpu_micro_splits(per_rank, fabric.device))
     if per_rank * ws != config.batch_size:
         run.event(f"batch_size {config.batch_size} is not divisible by {ws} processes; global batch {per_rank * ws}.")
@@ -342,23 +346,27 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: ArrayData | None, monit
     eval_bs, smoothing = run.per_rank * 2, run.config.label_smoothing
     improved = False
     if val is not None and len(val):
-        row["val_loss"], row["val_acc"] = evaluate(run.fabric, run.model, val, eval_bs, smoothing)
-        if run.best_acc is None or row["val_acc"] > run.best_acc:
-            run.best_acc, run.best_epoch, run.stale, improved = row["val_acc"], epoch + 1, 0, True
+        m = evaluate(run.fabric, run.model, val, eval_bs, smoothing)
+        row["val_loss"], row["val_acc"], row["val_balanced_acc"] = m["loss"], m["accuracy"], m["balanced_accuracy"]
+        score = m[run.config.selection_metric]
+        if run.best_acc is None or score > run.best_acc:
+            run.best_acc, run.best_epoch, run.stale, improved = score, epoch + 1, 0, True
             run.best_state = state_to_cpu(run.net)
         else:
             run.stale += 1
     if monitor is not None and len(monitor):
-        _, row["monitor_acc"] = evaluate(run.fabric, run.model, monitor, eval_bs, smoothing)
+        row["monitor_acc"] = evaluate(run.fabric, run.model, monitor, eval_bs, smoothing)["accuracy"]
     return improved
 
 
 def _evaluate_start(run: _Run, val: ArrayData) -> None:
     """Score the starting network on the selection images and make it the best so far (epoch 0)."""
+    metric = run.config.selection_metric
     with run.fabric.autocast():
-        _, acc = evaluate(run.fabric, run.net, val, run.per_rank * 2, run.config.label_smoothing)
+        acc = evaluate(run.fabric, run.net, val, run.per_rank * 2, run.config.label_smoothing)[metric]
     run.best_acc, run.best_epoch, run.best_state, run.start_val_acc = acc, 0, state_to_cpu(run.net), acc
-    run.event(f"the starting network scores {acc:.4f} on the selection images (epoch 0, a candidate).")
+    run.event(f"the starting network scores {acc:.4f} ({metric.replace('_', ' ')}) on the selection images "
+              "(epoch 0, a candidate).")
 
 
 def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
@@ -404,7 +412,7 @@ def _finish(run: _Run, done_epochs: int) -> TrainResult:
     return TrainResult(history=run.history, epochs_run=done_epochs, best_epoch=run.best_epoch,
                        best_val_acc=run.best_acc, stopped_early=run.stopped_early, resumed_from=run.resumed_from,
                        checkpoint_dir=run.ckpt.dir, precision=precision_name(run.fabric), events=run.events,
-                       start_val_acc=run.start_val_acc)
+                       start_val_acc=run.start_val_acc, selection_metric=run.config.selection_metric)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:

@@ -65,10 +65,27 @@ def cv_folds(y: np.ndarray, seed: int, max_folds: int = 5) -> StratifiedKFold:
     return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int) -> tuple[torch.nn.Linear, dict]:
-    """Cross-validated multinomial logistic regression on standardised ``x``, as a torch Linear layer."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int,
+                 class_weight: str = "auto") -> tuple[torch.nn.Linear, dict]:
+    """Cross-validated multinomial logistic regression on standardised ``x``, as a torch Linear layer.
+
+    ``class_weight``: "balanced" weighs each class by ``n / (classes * count)`` and chooses the L2
+    strength by balanced accuracy; "none" does neither; "auto" is "balanced" when the largest
+    class has more than ``IMBALANCE_RATIO`` times the images of the smallest (see that constant).
+    """
+    from ..engine.balance import IMBALANCE_RATIO, imbalance_ratio
+
     present = np.unique(y)
-    clf = LogisticRegressionCV(Cs=C_GRID, l1_ratios=(0.0,), cv=cv_folds(y, seed), scoring="accuracy",
+    ratio = imbalance_ratio(y)
+    if class_weight == "auto":
+        class_weight = "balanced" if ratio > IMBALANCE_RATIO else "none"
+    if class_weight not in ("balanced", "none"):
+        raise ConfigError(f"The 'class_weight' parameter must be one of {{'auto','balanced','none'}}. "
+                          f"Got {class_weight!r} instead.")
+    balanced = class_weight == "balanced"
+    clf = LogisticRegressionCV(Cs=C_GRID, l1_ratios=(0.0,), cv=cv_folds(y, seed),
+                               scoring="balanced_accuracy" if balanced else "accuracy",
+                               class_weight="balanced" if balanced else None,
                                max_iter=2000, use_legacy_attributes=False, random_state=seed)
     clf.fit(x, y)
     coef, intercept = clf.coef_, clf.intercept_
@@ -86,7 +103,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int) -> t
     scores = clf.scores_[next(iter(clf.scores_))] if isinstance(clf.scores_, dict) else clf.scores_
     fold_by_c = np.asarray(scores).reshape(-1, len(C_GRID))  # (folds, Cs)
     info = {"C": float(np.ravel(clf.C_)[0]), "cv_folds": int(clf.cv.n_splits),
-            "cv_accuracy": float(fold_by_c.mean(axis=0).max())}
+            "cv_accuracy": float(fold_by_c.mean(axis=0).max()),
+            "cv_metric": "balanced_accuracy" if balanced else "accuracy",
+            "class_weight": class_weight, "imbalance_ratio": round(ratio, 3)}
     return head, info
 
 

@@ -298,5 +298,8 @@ def fit_store_head(strategy: type[FeatureStoreStrategy], ctx: FitContext, params
         # No epochs: the learning curve is one point on the held-out split, like the other probes.
         proba = head({k: v[ctx.monitor_idx] for k, v in features.items()})
         acc = float((proba.argmax(1) == labels[ctx.monitor_idx]).mean())
-        ctx.history.append({"epoch": 1, "monitor_acc": acc, "val_acc": info.get("cv_accuracy", float("nan"))})
+        row = {"epoch": 1, "monitor_acc": acc}
+        if "cv_accuracy" in info:  # absent when nothing was chosen (e.g. knn with k given)
+            row["val_acc"] = info["cv_accuracy"]
+        ctx.history.append(row)
     return model

@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 
 # The training settings the network strategies share (the engine's TrainConfig fields); each
-# strategy's module overrides what makes it that strategy.
+# strategy's module overrides what makes it that strategy. "auto" values are resolved from the
+# training data when the strategy fits (``_recipe``: one epoch of warm-up, at most a fifth of the
+# run; class-weighted loss and balanced-accuracy selection for imbalanced classes; BatchNorm
+# statistics kept or re-estimated on the target from their measured divergence).
 NETWORK_DEFAULTS: dict[str, Any] = {
     "epochs": 10,
     "batch_size": 32,
@@ -29,14 +32,15 @@ NETWORK_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "body_lr_ratio": 0.1,
     "weight_decay": 0.01,
-    "warmup_epochs": 0.0,
+    "warmup_epochs": "auto",
     "label_smoothing": 0.0,
     "augment": True,
     "flip": True,
     "crop_scale": 0.5,
     "grad_accum": 1,
     "early_stopping_patience": None,
-    "bn_policy": "eval",
+    "bn_policy": "auto",
+    "class_weight": "auto",
     "hidden": (),
     "dropout": 0.0,
     "num_workers": 0,

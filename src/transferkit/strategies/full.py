@@ -23,7 +23,7 @@ class FullStrategy(NetworkStrategy):
     defaults: ClassVar[dict[str, Any]] = {**NETWORK_DEFAULTS, "head_epochs": 0, "head_init": "probe"}
 
     def fit(self, ctx: FitContext) -> FittedModel:
-        from ._network import fit_network_strategy, train_config
+        from ._network import fit_network_strategy
 
-        config = train_config(ctx.params, ctx, freeze_stages=0, freeze_until=None)
-        return fit_network_strategy(self.name, ctx, ctx.backbone, config, pretrained_body=True)
+        return fit_network_strategy(self.name, ctx, ctx.backbone, pretrained_body=True, freeze_stages=0,
+                                    freeze_until=None)

@@ -1,8 +1,10 @@
 """``partial`` — larger data similar to the source: fine-tune all but the first k stages.
 
 Pretrained initialisation; the stem and the first ``freeze_stages`` stages (or everything up to
-``freeze_until``) stay frozen; every BatchNorm keeps its running statistics (``bn_policy="eval"``);
-the later stages train at ``lr * body_lr_ratio``, the head (started at the linear probe) at ``lr``.
+``freeze_until``) stay frozen; every BatchNorm keeps fixed running statistics, the source's or,
+when the data is far from the source, re-estimated on the training images (``bn_policy="auto"``,
+see ``_recipe``); the later stages train at ``lr * body_lr_ratio``, the head (started at the
+linear probe) at ``lr``, after a warm-up.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ class PartialStrategy(NetworkStrategy):
                                           "head_init": "probe"}
 
     def fit(self, ctx: FitContext) -> FittedModel:
-        from ._network import fit_network_strategy, train_config
+        from ._network import fit_network_strategy
 
-        config = train_config(ctx.params, ctx, head_epochs=0)
-        return fit_network_strategy(self.name, ctx, ctx.backbone, config, pretrained_body=True)
+        return fit_network_strategy(self.name, ctx, ctx.backbone, pretrained_body=True, head_epochs=0)

@@ -25,10 +25,10 @@ class ScratchStrategy(NetworkStrategy):
 
     def fit(self, ctx: FitContext) -> FittedModel:
         from ..backbones import load_backbone
-        from ._network import fit_network_strategy, train_config
+        from ._network import fit_network_strategy
 
         random_bb = load_backbone(ctx.backbone.spec, pretrained=False, seed=ctx.seed)
-        config = train_config(ctx.params, ctx, freeze_stages=0, freeze_until=None, head_epochs=0)
-        model = fit_network_strategy(self.name, ctx, random_bb, config, pretrained_body=False)
+        model = fit_network_strategy(self.name, ctx, random_bb, pretrained_body=False, freeze_stages=0,
+                                     freeze_until=None, head_epochs=0)
         model.info["init"] = f"random, seed {ctx.seed}"
         return model
