@@ -1,7 +1,8 @@
 """Small fakes that honour the data / backbones contract, for the feature-store tests.
 
-Also a script: ``python features_fakes.py STORE OUT.npz [--sleep S] [--chunk C] [--n N]`` runs one
-extraction on the fake dataset (used by the SIGKILL resume test).
+Also a script: ``python features_fakes.py STORE OUT.npz [--sleep S] [--chunk C] [--n N] [--runtime R]``
+runs one extraction on the fake dataset (used by the SIGKILL resume test; runtime "auto" by default,
+so on the CPU the inference runtime's graph is what is killed and resumed).
 """
 
 from __future__ import annotations
@@ -139,12 +140,13 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--sleep", type=float, default=0.0)
     ap.add_argument("--chunk", type=int, default=4)
     ap.add_argument("--n", type=int, default=48)
+    ap.add_argument("--runtime", default="auto")
     args = ap.parse_args(argv)
     if args.sleep:
         extract_module._after_chunk = lambda s, e: time.sleep(args.sleep)
     fs = tkf.extract_features(FakeBackbone(), FakeDataset(n=args.n), ["stem", "stage2", "pool"],
                               store_dir=args.store, batch_size=2, chunk_size=args.chunk, progress=False,
-                              device="cpu", precision="fp32")
+                              device="cpu", precision="fp32", runtime=args.runtime)
     np.savez(args.out, **fs.features, from_cache=fs.from_cache)
 
 

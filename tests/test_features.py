@@ -39,7 +39,10 @@ def one_torch_thread():
 
 
 def run(bb, ds, layers, store, **kw):
-    kw = {"batch_size": 4, "chunk_size": 8, "progress": False, "device": "cpu", "precision": "fp32", **kw}
+    # The store's mechanics with PyTorch eager (the Spy counts its forward passes); the inference
+    # runtimes (and the SIGKILL test below, which uses "auto") in test_extract_runtimes.py.
+    kw = {"batch_size": 4, "chunk_size": 8, "progress": False, "device": "cpu", "precision": "fp32",
+          "runtime": "torch", **kw}
     return extract_features(bb, ds, layers, store_dir=store, **kw)
 
 
@@ -105,8 +108,8 @@ def test_subset_from_store_and_superset_computes_only_missing(tmp_path):
     np.testing.assert_array_equal(sup.features["stage1"], ref.features["stage1"])
 
 
-def key_of(bb, ds, layer="pool", pool="avg", precision="fp32"):
-    return sha256_json(tkf.layer_key_meta(bb, ds, layer, pool, precision))
+def key_of(bb, ds, layer="pool", pool="avg", precision="fp32", runtime="torch"):
+    return sha256_json(tkf.layer_key_meta(bb, ds, layer, pool, precision, runtime=runtime))
 
 
 def test_key_covers_everything_that_changes_the_numbers():
@@ -122,9 +125,11 @@ def test_key_covers_everything_that_changes_the_numbers():
         "layer": key_of(FakeBackbone(), ds, layer="stage2"),
         "pooling": key_of(FakeBackbone(), ds, pool=2),
         "precision": key_of(FakeBackbone(), ds, precision="bf16"),
+        "runtime": key_of(FakeBackbone(), ds, runtime="openvino"),
+        "runtime2": key_of(FakeBackbone(), ds, runtime="onnxruntime"),
     }
     assert len(set(variants.values()) | {base}) == len(variants) + 1, variants
-    meta = tkf.layer_key_meta(FakeBackbone(), ds, "pool", "avg", "fp32")
+    meta = tkf.layer_key_meta(FakeBackbone(), ds, "pool", "avg", "fp32", runtime="torch")
     assert meta["transferkit"] == transferkit.__version__
     assert meta["preprocessing"]["interpolation"] == "bilinear"
 
@@ -188,7 +193,7 @@ def test_compute_features_matches_store(tmp_path):
     bb, ds = FakeBackbone(), FakeDataset(n=9)
     fs = run(bb, ds, ["stage2", "pool"], tmp_path, batch_size=3)
     mem = compute_features(bb, ds.decode((16, 16)), ["stage2", "pool"], batch_size=3, device="cpu",
-                           precision="fp32")
+                           precision="fp32")  # runtime "torch" by default, like the store's run() here
     for k in mem:
         np.testing.assert_allclose(mem[k], fs.features[k], rtol=1e-5, atol=1e-6)
     out = tkf.write_feature_file(fs, tmp_path / "out.h5")
@@ -372,18 +377,18 @@ def test_real_modules_multi_layer_pass_store_hit_and_bf16(real, tmp_path):
     bb, ds = real
     layers = ["stage1", "stage3", "pool"]
     together = extract_features(bb, ds, layers, store_dir=tmp_path / "a", batch_size=8, device="cpu",
-                                precision="fp32", progress=False, chunk_size=16)
+                                precision="fp32", progress=False, chunk_size=16, runtime="torch")
     assert together.features["pool"].shape == (len(ds), bb.num_features)
     for layer in layers:
         assert together.features[layer].shape[1] == bb.layer(layer).channels
         alone = extract_features(bb, ds, [layer], store_dir=tmp_path / f"b-{layer}", batch_size=8,
-                                 device="cpu", precision="fp32", progress=False, chunk_size=16)
+                                 device="cpu", precision="fp32", progress=False, chunk_size=16, runtime="torch")
         np.testing.assert_array_equal(together.features[layer], alone.features[layer])
     decode = ds.decode
     ds.decode = None  # a store hit must not decode
     try:
         again = extract_features(bb, ds, layers[::-1], store_dir=tmp_path / "a", batch_size=8, device="cpu",
-                                 precision="fp32", progress=True)
+                                 precision="fp32", progress=True, runtime="torch")
     finally:
         ds.decode = decode
     assert again.from_cache and list(again.features) == layers[::-1]

@@ -44,11 +44,11 @@ def store(tmp_path_factory):
     return tmp_path_factory.mktemp("features-store")
 
 
-def extract(bb, ds, store, precision, layers=("pool",)):
+def extract(bb, ds, store, precision, layers=("pool",), runtime="auto"):
     from transferkit.features import extract_features
 
     return extract_features(bb, ds, list(layers), store_dir=store, precision=precision, progress=False,
-                            batch_size=32, device="cpu")
+                            batch_size=32, device="cpu", runtime=runtime)
 
 
 def test_hymenoptera_extraction_and_store_hit(v1, hymenoptera, store):
@@ -89,3 +89,22 @@ def test_bf16_probe_within_0p3_points_of_fp32_flowers5(v1, shared_dir, tmp_path)
         from transferkit.runtime import resolve_precision
 
         assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_inference_runtime_matches_eager_fp32_on_the_real_card(v1, hymenoptera, tmp_path, runtime):
+    """Exact: per layer, max |runtime - eager| / max |eager| <= 1e-4 (measured ~6e-6), on real images."""
+    from transferkit.features.runtimes import EXACT_TOLERANCE, relative_error
+    from transferkit.runtime import runtime_available
+
+    if not runtime_available(runtime):
+        pytest.skip(f"{runtime} not installed")
+    ds = hymenoptera.subset(np.arange(0, len(hymenoptera), 8))  # 50 images, both classes and splits
+    layers = ("stem", "stage2", "stage4", "pool")
+    eager = extract(v1, ds, tmp_path, "fp32", layers=layers, runtime="torch")
+    fast = extract(v1, ds, tmp_path, "fp32", layers=layers, runtime=runtime)
+    assert fast.runtime == runtime and eager.runtime == "torch"
+    for layer in layers:
+        err = relative_error(fast.features[layer], eager.features[layer])
+        print(f"{runtime} {layer}: relative error {err:.2e}")
+        assert err <= EXACT_TOLERANCE, (layer, err)

@@ -163,3 +163,52 @@ def test_a_network_fit_and_a_linear_fit_decode_the_dataset_once(tiny_card, tiny_
     assert len(decoded) == 1 and decoded[0].startswith("decoded-32x32-"), decoded
     assert not (cache.features / "decoded").exists()
     assert not [p for p in cache.root.rglob("decoded-*") if p.parent != cache.decoded]
+
+
+# ------------------------------------------------------------------ extraction runtime
+@pytest.fixture()
+def installed(monkeypatch):
+    """Pretend exactly the named inference runtimes are importable."""
+    def pretend(*names):
+        monkeypatch.setattr(runtime, "runtime_available", lambda name: name in names)
+    return pretend
+
+
+@pytest.mark.parametrize(("names", "expected"), [
+    (("openvino", "onnxruntime"), "openvino"), (("onnxruntime",), "onnxruntime"), ((), "torch")])
+def test_auto_extraction_runtime_on_the_cpu_is_the_fastest_installed(installed, names, expected):
+    installed(*names)
+    assert runtime.resolve_extract_runtime("auto", CPU, "fp32") == expected
+
+
+def test_auto_extraction_runtime_on_this_machine_is_an_inference_runtime():
+    # onnxruntime is a dependency, so "auto" on the CPU never means PyTorch eager here.
+    assert runtime.resolve_extract_runtime("auto", "cpu", "fp32") in runtime.CPU_RUNTIME_ORDER
+
+
+def test_auto_extraction_runtime_is_torch_for_bf16_and_on_cuda(installed):
+    installed("openvino", "onnxruntime")
+    assert runtime.resolve_extract_runtime("auto", CPU, "bf16") == "torch"  # bf16 stays PyTorch's autocast
+    assert runtime.resolve_extract_runtime("auto", CUDA, "bf16") == "torch"
+    assert runtime.resolve_extract_runtime("auto", CUDA, "fp16") == "torch"
+
+
+def test_forced_extraction_runtimes(installed):
+    installed("openvino", "onnxruntime")
+    assert runtime.resolve_extract_runtime("torch", CPU, "fp32") == "torch"
+    assert runtime.resolve_extract_runtime("TORCH", CUDA, "bf16") == "torch"
+    assert runtime.resolve_extract_runtime("onnxruntime", CPU, "fp32") == "onnxruntime"
+    assert runtime.resolve_extract_runtime("openvino", CPU, "bf16") == "openvino"
+    with pytest.raises(ConfigError, match="CPU only"):
+        runtime.resolve_extract_runtime("openvino", CUDA, "bf16")
+    with pytest.raises(ConfigError, match="fp32 only"):
+        runtime.resolve_extract_runtime("onnxruntime", CPU, "bf16")
+    installed("onnxruntime")
+    with pytest.raises(ConfigError, match="pip install openvino"):
+        runtime.resolve_extract_runtime("openvino", CPU, "fp32")
+
+
+@pytest.mark.parametrize("bad", ["tensorrt", "", None, 3])
+def test_unknown_extraction_runtime_names_the_choices(bad):
+    with pytest.raises(ConfigError, match=r"'runtime'.*\['auto', 'torch', 'openvino', 'onnxruntime'\]"):
+        runtime.resolve_extract_runtime(bad, CPU, "fp32")

@@ -52,15 +52,39 @@ bf16 alone adds 1-8%); folding BatchNorm into the convolutions does not help (13
 the first two stages in fp32 brings it to 3.7% but those stages are where the CPU time goes, so it
 is then no faster than ~1.5x fp32.
 
+Extraction runtime: ``resolve_extract_runtime(runtime, device, precision)`` picks what runs the
+network when features are extracted, from ``EXTRACT_RUNTIMES = ("auto", "torch", "openvino",
+"onnxruntime")``. ``"auto"``: on the CPU at fp32 an inference runtime running the ONNX graph of the
+backbone (every requested cut point an output of one pass; ``transferkit.features.runtimes``), OpenVINO
+when it is importable, else ONNX Runtime, else PyTorch eager; on CUDA, and for bf16 on the CPU,
+PyTorch (autocast, as before). Both runtimes are exact: their features match PyTorch eager fp32 within
+1e-4 relative (max |a - b| / max |b| per layer; measured <= 8e-6 on the MobileNet v1 card's cut
+points), checked every time an engine is opened. A forced runtime that is not installed, or that
+cannot run the device or precision asked for, is a ``ConfigError`` (never a silent change); ``"auto"``
+takes the next runtime, then PyTorch, with one warning, when a graph cannot be built.
+
+Why OpenVINO first: it was the fastest exact path in every measurement on this CPU (2 cores, AVX512
+with native bf16; MobileNet v1 0.75 card, 224x224, pre-decoded batches of 16, fp32, interleaved
+repetitions in one run on a machine shared with other work, so read the ratios): OpenVINO 117.5,
+ONNX Runtime 67.5, PyTorch eager channels_last 23.2, eager NCHW 16.6 images/s
+(``benchmarks/extract.py``; a second run 65.1 / 42.6 / 6.9 / 4.8, a third with four cut points 331 /
+171 at batch 16 and 302 / 184 at 32). Issue 14 measured 114 / 99.5 / 52.6 / 49.6 on a quieter machine:
+OpenVINO's lead over ONNX Runtime is 1.15-1.9x, the runtimes' lead over eager shrinks when the machine is
+quiet (PyTorch's OpenMP threads suffer most from sharing cores). bf16 (OpenVINO 2x its fp32, PyTorch
+autocast) moves the features by ~10% relative, so it stays opt-in (``precision="bf16"``).
+
 Cache: ``CacheLayout(root)`` names the folders of the on-disk cache, ``root/features`` (the feature
 store), ``root/decoded`` (uint8 decoded images, shared by the feature store and the network
-strategies, so one run decodes a dataset once) and ``root/runs`` (temporary run directories).
+strategies, so one run decodes a dataset once), ``root/compiled`` (the ONNX graphs the extraction
+runtimes run, keyed by weights, cut points, pooling and input size) and ``root/runs`` (temporary run
+directories).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,6 +102,11 @@ _FROM_LIGHTNING = {v: k for k, v in LIGHTNING_PRECISIONS.items()}
 PURPOSES = ("extract", "train")
 Purpose = Literal["extract", "train"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+EXTRACT_RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
+# What "auto" tries on the CPU at fp32, fastest first (the module docstring says why).
+CPU_RUNTIME_ORDER = ("openvino", "onnxruntime")
+_INSTALL = {"openvino": "pip install openvino", "onnxruntime": "pip install onnxruntime"}
 
 BF16_MEASUREMENTS = {
     "hymenoptera": {"fp32": 0.9085, "bf16": 0.9085, "max_abs": 1.048, "mean_rel": 0.0584},
@@ -202,6 +231,53 @@ def resolve_precision(precision: str, device: torch.device | str, purpose: Purpo
     return name
 
 
+@functools.cache
+def runtime_available(name: str) -> bool:
+    """True when the inference runtime ``name`` ("openvino", "onnxruntime") can be imported."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_extract_runtime(runtime: str, device: torch.device | str, precision: str) -> str:
+    """What runs the network for feature extraction: "torch", "openvino" or "onnxruntime".
+
+    ``precision`` is the resolved one (``resolve_precision``). ``"auto"``: on the CPU at fp32 the first
+    importable of ``CPU_RUNTIME_ORDER``, else "torch"; "torch" on CUDA and for bf16 (the precision
+    rule was measured on PyTorch's bf16 autocast). Raises ConfigError for an unknown name, for a
+    runtime that is not installed, for openvino / onnxruntime on CUDA, and for onnxruntime in bf16.
+    """
+    if not isinstance(runtime, str) or runtime.strip().lower() not in EXTRACT_RUNTIMES:
+        raise ConfigError(
+            f"The 'runtime' parameter must be one of {list(EXTRACT_RUNTIMES)}. Got {runtime!r} instead."
+        )
+    name = runtime.strip().lower()
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if name == "auto":
+        if dev.type != "cpu" or precision != "fp32":
+            return "torch"
+        return next((r for r in CPU_RUNTIME_ORDER if runtime_available(r)), "torch")
+    if name == "torch":
+        return name
+    if dev.type != "cpu":
+        raise ConfigError(
+            f"runtime={runtime!r} runs on the CPU only; the device is {dev}. Use runtime='auto' or 'torch' "
+            "(PyTorch with autocast on CUDA), or device='cpu'."
+        )
+    if not runtime_available(name):
+        raise ConfigError(
+            f"runtime={runtime!r} was asked for but {name} is not installed ({_INSTALL[name]}). "
+            "Use runtime='auto' to take the fastest one installed."
+        )
+    if name == "onnxruntime" and precision != "fp32":
+        raise ConfigError(
+            f"runtime='onnxruntime' runs fp32 only; precision is {precision!r}. Use precision='fp32', or "
+            "runtime='openvino' or 'torch' for bf16."
+        )
+    return name
+
+
 def training_precision(precision: str, device: torch.device | str) -> str:
     """The Lightning precision a training run on ``device`` uses (``resolve_precision`` for "train")."""
     return lightning_precision(resolve_precision(precision, device, "train"))
@@ -218,14 +294,20 @@ def inference_context(device: torch.device, precision: str) -> Iterator[None]:
             yield
 
 
-def describe(device: torch.device, precision: str) -> str:
-    """One line naming the device and precision, for logs and benchmark output."""
+def describe(device: torch.device, precision: str, runtime: str | None = None) -> str:
+    """One line naming the device and precision (and the extraction runtime), for logs and benchmarks."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
         name = f"cpu ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
         name += ", native bf16)" if cpu_has_fast_bf16() else ")"
-    return f"{name}, precision={precision}, torch {torch.__version__}"
+    line = f"{name}, precision={precision}, torch {torch.__version__}"
+    if runtime in ("openvino", "onnxruntime"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        with contextlib.suppress(PackageNotFoundError):
+            runtime = f"{runtime} {version(runtime)}"
+    return line + (f", runtime={runtime}" if runtime else "")
 
 
 def _is_strided_depthwise(m: torch.nn.Module) -> bool:
@@ -264,7 +346,8 @@ def fp32_strided_depthwise(model: torch.nn.Module, enabled: bool = True) -> Iter
 
 @dataclass(frozen=True)
 class CacheLayout:
-    """The on-disk cache: ``features/`` (feature store), ``decoded/`` (uint8 images), ``runs/``.
+    """The on-disk cache: ``features/`` (feature store), ``decoded/`` (uint8 images), ``compiled/``
+    (ONNX graphs of the extraction runtimes), ``runs/``.
 
     ``decoded`` is shared by everything that decodes a dataset at a backbone's input size (the
     feature store and the network strategies): the files are keyed by the dataset's fingerprint,
@@ -283,6 +366,10 @@ class CacheLayout:
     @property
     def decoded(self) -> Path:
         return self.root / "decoded"
+
+    @property
+    def compiled(self) -> Path:
+        return self.root / "compiled"
 
     @property
     def runs(self) -> Path:

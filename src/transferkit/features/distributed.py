@@ -105,7 +105,8 @@ class Shard:
         if ref["layout"] != json.loads(json.dumps(layout)):
             raise ConfigError(
                 f"Rank {self.rank} extracts with the chunk layout {layout} and rank 0 with {ref['layout']}: "
-                "every process must use the same batch size, chunk size and kind of device."
+                "every process must use the same batch size, chunk size, kind of device and extraction runtime "
+                "(install the same inference runtimes on every machine, or pass the same --runtime)."
             )
         return [(int(s), int(e), list(names)) for s, e, names in ref["pending"]]
 

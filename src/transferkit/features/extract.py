@@ -1,19 +1,28 @@
 """Feature extraction: one forward pass, several layers, streamed to the store in chunks.
 
 Missing layers are computed together, chunk by chunk; while the network runs on one chunk the next
-one is read from the decode cache (or decoded) in a worker thread. Every chunk is computed from the
-same images in the same batches (fixed chunk and batch layout, recorded in ``layout.json``; eval
-mode; same precision), so a resumed run's features are bit-identical to an uninterrupted run's on
-the same device.
+one is read from the decode cache (or decoded) in a worker thread (the inference runtimes, like
+PyTorch, release the GIL while they run). Every chunk is computed from the same images in the same
+batches (fixed chunk and batch layout, recorded in ``layout.json``; eval mode; same precision and
+runtime, and for a runtime the same graph: every layer of the run is one of its outputs), so a
+resumed run's features are bit-identical to an uninterrupted run's on the same device.
 
 Decoded images: by default (``decode_cache=True``) the uint8 arrays are cached in
 ``CacheLayout.from_store_dir(store_dir).decoded`` -- ``<cache>/decoded``, the folder the network
-strategies decode into too, so one run decodes a dataset once.
+strategies decode into too, so one run decodes a dataset once. That first decode runs before the
+network, on every core (the data module's threads); the chunks are then read from the mapped file
+while the network runs. With ``decode_cache=False`` each next chunk is decoded during the current
+chunk's forward pass.
 
 Precision: ``precision="auto"`` is fp32 on the CPU and bf16 (else fp16) autocast on CUDA, always with
 channels_last; ``precision="bf16"`` on a CPU with native bf16 is ~2.4x faster but moved the flowers5
 linear probe by -0.36 points on average over 5 paired splits (hymenoptera -0.65), more than the 0.3
 allowed, so "auto" does not use it on the CPU. Figures and the rule: ``transferkit.runtime``.
+
+Runtime: ``runtime="auto"`` runs the network, on the CPU at fp32, with an inference runtime
+(OpenVINO, else ONNX Runtime) on the backbone's ONNX graph, every requested layer an output of one
+pass, exact within 1e-4 relative of PyTorch eager fp32; PyTorch otherwise (``runtime.resolve_extract_runtime``,
+``features.runtimes``). The runtime is part of every store key.
 """
 
 from __future__ import annotations
@@ -31,9 +40,10 @@ import torch
 
 from ..errors import ConfigError, DataError, StoreError
 from ..io import kill_point, sha256_json
-from ..runtime import CacheLayout, inference_context, resolve_device, resolve_precision
+from ..runtime import CacheLayout, resolve_device, resolve_extract_runtime, resolve_precision
 from .distributed import consolidate_shared, current_shard, decode_dir_for
 from .featureset import FeatureSet
+from .runtimes import Engine, open_engine
 from .store import LayerStore, layer_key_meta
 
 DEFAULT_CHUNK_IMAGES = 256
@@ -85,6 +95,7 @@ def extract_features(
     progress: bool = True,
     decode_cache: bool | str | Path = True,
     chunk_size: int | None = None,
+    runtime: str = "auto",
 ) -> FeatureSet:
     """Pooled features of every image of ``dataset`` at ``layers``, from the store or one forward pass.
 
@@ -98,6 +109,9 @@ def extract_features(
     network strategies), a path puts it there, False decodes chunk by chunk without caching.
     ``pool``: "avg" (global average) or an int g (g x g grid, flattened). ``precision``: "auto" |
     "fp32" | "bf16" | "fp16", "auto" resolved for extraction (see ``transferkit.runtime``).
+    ``runtime``: "auto" | "torch" | "openvino" | "onnxruntime", what runs the network
+    (``transferkit.runtime.resolve_extract_runtime``); the ONNX graphs the runtimes run are cached in
+    ``CacheLayout.from_store_dir(store_dir).compiled``.
     When a process group of several processes is initialised (torchrun) this is a collective call:
     each rank computes a share of the chunks and all return the same store (``distributed.py``).
     """
@@ -105,6 +119,7 @@ def extract_features(
     pool = _check_pool(pool)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev, "extract")
+    rt = resolve_extract_runtime(runtime, dev, prec)
     batch_size = _check_positive("batch_size", default_batch_size(dev) if batch_size is None else batch_size)
     if chunk_size is None:
         chunk_size = batch_size * max(1, round(DEFAULT_CHUNK_IMAGES / batch_size))
@@ -120,26 +135,23 @@ def extract_features(
     if n == 0:
         raise DataError(f"Dataset {getattr(dataset, 'name', '')!r} has no images; nothing to extract.")
 
-    metas = {name: layer_key_meta(backbone, dataset, name, pool, prec) for name in names}
-    stores = {name: LayerStore(store_dir, sha256_json(m), m, n) for name, m in metas.items()}
-    features: dict[str, np.ndarray] = {}
-    for name in names:
-        arr = stores[name].read()
-        if arr is not None:
-            features[name] = arr
-            if stores[name].partial.is_dir():  # a run killed between its final rename and this cleanup
-                shutil.rmtree(stores[name].partial, ignore_errors=True)
-    todo = [name for name in names if name not in features]
+    stores, features, todo = _look_up(backbone, dataset, names, store_dir, pool, prec, rt)
     if todo:
         fingerprint = dataset.fingerprint
-        _compute(backbone, dataset, {name: stores[name] for name in todo}, n=n, batch_size=batch_size,
-                 chunk_size=chunk_size, device=dev, precision=prec, pool=pool, progress=progress,
-                 decode_dir=decode_dir)
+        with open_engine(backbone, todo, pool, runtime=rt, device=dev, precision=prec,
+                         cache_dir=CacheLayout.from_store_dir(store_dir).compiled, forced=runtime != "auto") as engine:
+            if engine.runtime != rt:  # "auto" fell back to PyTorch (warned): other keys
+                rt = engine.runtime
+                stores, features, todo = _look_up(backbone, dataset, names, store_dir, pool, prec, rt)
+            if todo:
+                _compute(backbone, dataset, {name: stores[name] for name in todo}, n=n, batch_size=batch_size,
+                         chunk_size=chunk_size, device=dev, precision=prec, pool=pool, progress=progress,
+                         decode_dir=decode_dir, engine=engine)
         if dataset.fingerprint != fingerprint or len(dataset) != n:
             # The data module dropped images that changed on disk since loading: the keys are stale.
             return extract_features(backbone, dataset, names, store_dir=store_dir, batch_size=batch_size,
                                     device=dev, precision=prec, pool=pool, progress=progress,
-                                    decode_cache=decode_cache, chunk_size=chunk_size)
+                                    decode_cache=decode_cache, chunk_size=chunk_size, runtime=runtime)
         for name in todo:
             arr = stores[name].read()
             if arr is None:
@@ -156,7 +168,24 @@ def extract_features(
         precision=prec,
         pool=pool,
         computed=todo,
+        runtime=rt,
     )
+
+
+def _look_up(backbone: Any, dataset: Any, names: list[str], store_dir: Path, pool: str | int, precision: str,
+             runtime: str) -> tuple[dict[str, LayerStore], dict[str, np.ndarray], list[str]]:
+    """The stores of ``names`` under ``runtime``'s keys, the layers they already hold, the ones to compute."""
+    n = len(dataset)
+    metas = {name: layer_key_meta(backbone, dataset, name, pool, precision, runtime=runtime) for name in names}
+    stores = {name: LayerStore(store_dir, sha256_json(m), m, n) for name, m in metas.items()}
+    features: dict[str, np.ndarray] = {}
+    for name in names:
+        arr = stores[name].read()
+        if arr is not None:
+            features[name] = arr
+            if stores[name].partial.is_dir():  # a run killed between its final rename and this cleanup
+                shutil.rmtree(stores[name].partial, ignore_errors=True)
+    return stores, features, [name for name in names if name not in features]
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -171,8 +200,11 @@ def default_batch_size(device: torch.device) -> int:
 
 def _compute(backbone: Any, dataset: Any, stores: dict[str, LayerStore], *, n: int, batch_size: int,
              chunk_size: int, device: torch.device, precision: str, pool: str | int, progress: bool,
-             decode_dir: Path | None) -> None:
-    layout = {"n": n, "chunk_size": chunk_size, "batch_size": batch_size, "device": device.type}
+             decode_dir: Path | None, engine: Engine) -> None:
+    # The runtime is in the keys already; in the layout too so that torchrun ranks that resolved
+    # "auto" differently (a node without OpenVINO) are refused by Shard.agree instead of mixing stores.
+    layout = {"n": n, "chunk_size": chunk_size, "batch_size": batch_size, "device": device.type,
+              "runtime": engine.runtime}
     chunks = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
     # Under torchrun each rank computes a round-robin share of the missing chunks (distributed.py).
     shard = current_shard()
@@ -190,7 +222,7 @@ def _compute(backbone: Any, dataset: Any, stores: dict[str, LayerStore], *, n: i
         progress = progress and shard.is_first
     if pending:
         _run_chunks(backbone, dataset, stores, pending, n=n, batch_size=batch_size, device=device,
-                    precision=precision, pool=pool, progress=progress, decode_dir=decode_dir)
+                    precision=precision, progress=progress, decode_dir=decode_dir, engine=engine)
         if dataset.fingerprint != stores[next(iter(stores))].meta["dataset"]:
             return  # images were dropped at decode time; the caller starts over with new keys
     if shard is not None:
@@ -202,12 +234,13 @@ def _compute(backbone: Any, dataset: Any, stores: dict[str, LayerStore], *, n: i
 
 def _run_chunks(backbone: Any, dataset: Any, stores: dict[str, LayerStore],
                 pending: list[tuple[int, int, list[str]]], *, n: int, batch_size: int, device: torch.device,
-                precision: str, pool: str | int, progress: bool, decode_dir: Path | None) -> None:
+                precision: str, progress: bool, decode_dir: Path | None, engine: Engine) -> None:
     pre = backbone.preprocessing
     hw = (int(pre.input_size[1]), int(pre.input_size[2]))
     interpolation = str(pre.interpolation).lower()
     total = sum(e - s for s, e, _ in pending)
-    label = f"{getattr(backbone, 'name', 'features')} [{', '.join(stores)}] {precision} {device.type}"
+    label = (f"{getattr(backbone, 'name', 'features')} [{', '.join(stores)}] {precision} {device.type} "
+             f"{engine.runtime}")
     with _progress_bar(progress) as bar:
         images: np.ndarray | None = None
         if decode_dir is not None:
@@ -237,7 +270,7 @@ def _run_chunks(backbone: Any, dataset: Any, stores: dict[str, LayerStore],
             return np.ascontiguousarray(part)
 
         task = bar.add_task(label, total=total) if bar is not None else None
-        with _prepared(backbone.model, device) as model_device, ThreadPoolExecutor(max_workers=1) as pool_ex:
+        with ThreadPoolExecutor(max_workers=1) as pool_ex:
             nxt = pool_ex.submit(load, pending[0][0], pending[0][1])
             for i, (s, e, missing) in enumerate(pending):
                 x_chunk = nxt.result()
@@ -245,8 +278,8 @@ def _run_chunks(backbone: Any, dataset: Any, stores: dict[str, LayerStore],
                     nxt = pool_ex.submit(load, pending[i + 1][0], pending[i + 1][1])
                 outs: dict[str, list[np.ndarray]] = {name: [] for name in missing}
                 for b in range(0, e - s, batch_size):
-                    xb = torch.from_numpy(x_chunk[b:b + batch_size])
-                    feats = _forward(backbone, xb, missing, pool, model_device, precision)
+                    xb = x_chunk[b:b + batch_size]
+                    feats = engine(xb, missing)
                     for name in missing:
                         outs[name].append(feats[name])
                     if bar is not None:
@@ -265,31 +298,6 @@ def _decode(dataset: Any, hw: tuple[int, int], interpolation: str, cache_dir: Pa
     if "progress" in inspect.signature(dataset.decode).parameters:
         return dataset.decode(hw, interpolation, cache_dir, progress=progress)
     return dataset.decode(hw, interpolation, cache_dir)
-
-
-def _forward(backbone: Any, xb: torch.Tensor, layers: list[str], pool: str | int, device: torch.device,
-             precision: str) -> dict[str, np.ndarray]:
-    if device.type == "cuda":
-        xb = xb.pin_memory().to(device, non_blocking=True)
-    xb = xb.contiguous(memory_format=torch.channels_last)
-    with inference_context(device, precision):
-        out = backbone.forward_layers(xb, layers, pool=pool)
-    return {name: out[name].float().cpu().numpy() for name in layers}
-
-
-@contextlib.contextmanager
-def _prepared(model: torch.nn.Module, device: torch.device) -> Iterator[torch.device]:
-    """Eval mode, on ``device``, channels_last; restored afterwards (safetensors needs contiguous)."""
-    was_training = model.training
-    first = next(model.parameters(), None)
-    old_device = first.device if first is not None else torch.device("cpu")
-    model.eval()
-    model.to(device=device, memory_format=torch.channels_last)
-    try:
-        yield device
-    finally:
-        model.to(device=old_device, memory_format=torch.contiguous_format)
-        model.train(was_training)
 
 
 @contextlib.contextmanager
@@ -318,22 +326,27 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
 # ------------------------------------------------------------------------ in-memory helpers
 def compute_features(backbone: Any, images: np.ndarray, layers: Sequence[str] | str, *,
                      pool: str | int = "avg", batch_size: int | None = None, device: str | torch.device = "auto",
-                     precision: str = "auto") -> dict[str, np.ndarray]:
-    """Features of in-memory uint8 images (N, 3, H, W) at ``layers``; no store (used by ``predict``)."""
+                     precision: str = "auto", runtime: str = "torch",
+                     cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Features of in-memory uint8 images (N, 3, H, W) at ``layers``; no store (used by ``predict``).
+
+    ``runtime`` defaults to "torch": prediction is mostly a few images, for which exporting and
+    compiling a graph costs more than it saves; "auto" / "openvino" / "onnxruntime" as in
+    ``extract_features``, with the graph cached in ``CacheLayout.of(cache_dir).compiled``.
+    """
     names = _check_layers(backbone, layers)
     pool = _check_pool(pool)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev, "extract")
+    rt = resolve_extract_runtime(runtime, dev, prec)
     batch_size = _check_positive("batch_size", default_batch_size(dev) if batch_size is None else batch_size)
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ConfigError(f"Expected images as a (N, 3, H, W) array; got shape {images.shape}.")
     outs: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    with _prepared(backbone.model, dev):
+    with open_engine(backbone, names, pool, runtime=rt, device=dev, precision=prec,
+                     cache_dir=CacheLayout.of(cache_dir).compiled, forced=runtime != "auto") as engine:
         for b in range(0, len(images), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(images[b:b + batch_size]))
-            for name, arr in _forward(backbone, xb, names, pool, dev, prec).items():
+            for name, arr in engine(np.ascontiguousarray(images[b:b + batch_size]), names).items():
                 outs[name].append(arr)
     return {name: (np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for name, v in outs.items()}
-
-

@@ -18,7 +18,8 @@ class FeatureSet:
     ``features[layer]`` is (N, D) float32 in dataset order; ``labels`` / ``splits`` are the
     dataset's; ``keys[layer]`` is the store key; ``store_paths[layer]`` the final .h5 file;
     ``from_cache`` is True when every layer was read from the store (the network did not run);
-    ``computed`` lists the layers this call had to compute.
+    ``computed`` lists the layers this call had to compute; ``runtime`` what ran the network
+    ("torch", "openvino", "onnxruntime"; part of the keys).
     """
 
     features: dict[str, np.ndarray]
@@ -31,6 +32,7 @@ class FeatureSet:
     precision: str = "fp32"
     pool: str | int = "avg"
     computed: list[str] = field(default_factory=list)
+    runtime: str = "torch"
 
     @property
     def layers(self) -> list[str]:

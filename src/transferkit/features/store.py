@@ -13,7 +13,9 @@ Layout (one file per layer, so a layer subset or superset only computes what is 
 are computed from live next to it, in ``CacheLayout.decoded`` (``transferkit.runtime``).
 
 ``key`` = sha256 of {weights hash, architecture, layer, pooling, preprocessing (input size, mean,
-std, interpolation), dataset fingerprint, resolved precision, transferkit version, store format}.
+std, interpolation), dataset fingerprint, resolved precision, extraction runtime (torch, openvino,
+onnxruntime: their features agree within 1e-4 relative, not bit for bit, so they never mix in one
+file), transferkit version, store format}.
 
 Writes are atomic (``transferkit.io.atomic_path``): chunk files and the final file only ever appear
 by rename of a complete temporary. A final file is trusted only when its completeness marker, key,
@@ -63,7 +65,7 @@ def _preprocessing_dict(backbone: Any) -> dict[str, Any]:
 
 
 def layer_key_meta(backbone: Any, dataset: Any, layer: str, pool: str | int,
-                   precision: str) -> dict[str, Any]:
+                   precision: str, *, runtime: str) -> dict[str, Any]:
     """Everything that determines the stored numbers of one layer (hashed into its key)."""
     return {
         "format": STORE_FORMAT,
@@ -76,6 +78,7 @@ def layer_key_meta(backbone: Any, dataset: Any, layer: str, pool: str | int,
         "dataset": str(dataset.fingerprint),
         "n": len(dataset),
         "precision": precision,
+        "runtime": runtime,
     }
 
 
@@ -237,7 +240,7 @@ def _h5_open(path: Path, mode: str) -> h5py.File:
 # --------------------------------------------------------------------------------- export
 def write_feature_file(fs: FeatureSet, path: str | Path) -> Path:
     """Export a FeatureSet to one self-describing HDF5 file (atomically): one dataset per layer
-    under ``features/``, plus ``labels``, ``splits`` and attrs ``classes``, ``keys``, ``precision``."""
+    under ``features/``, plus ``labels``, ``splits`` and attrs ``classes``, ``keys``, ``precision``, ``runtime``."""
     path = Path(path)
     with atomic_path(path, suffix=".h5") as tmp, _h5_open(tmp, "w") as f:
         grp = f.create_group("features")
@@ -248,6 +251,7 @@ def write_feature_file(fs: FeatureSet, path: str | Path) -> Path:
         f.attrs["classes"] = json.dumps(list(fs.classes))
         f.attrs["keys"] = json.dumps(fs.keys, sort_keys=True)
         f.attrs["precision"] = fs.precision
+        f.attrs["runtime"] = fs.runtime
         f.attrs["pool"] = json.dumps(fs.pool)
         f.attrs["transferkit"] = __version__
     return path
