@@ -23,9 +23,9 @@ from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
 from ..backbones import build_head
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError
 from ..io import atomic_path, atomic_write_json
-from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, read_model_files
+from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, check_backbone_weights, read_model_files
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
@@ -283,12 +283,7 @@ class FeatureModel(FittedModel):
     def load(cls, directory: Path, backbone: Backbone) -> FeatureModel:
         directory = Path(directory)
         config, tensors = read_model_files(directory)
-        if config.get("backbone_weights_hash") != backbone.weights_hash:
-            raise StoreError(
-                f"The model in {directory} was trained on backbone weights {config.get('backbone_weights_hash')!r} "
-                f"but {backbone.spec!r} now has weights {backbone.weights_hash!r}. Point --backbone at the "
-                "weights the run used."
-            )
+        check_backbone_weights(config, backbone, directory)
         head_cfg = config["head"]
         hidden = tuple(head_cfg.get("hidden", ()))
         # A probe without hidden layers is one Linear layer whatever dropout its config records.

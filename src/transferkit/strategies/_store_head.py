@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import StoreError
 from ..io import atomic_path, atomic_write_json
-from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, read_model_files
+from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, check_backbone_weights, read_model_files
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
@@ -249,12 +249,7 @@ class StoreHeadModel(FittedModel):
     def load(cls, directory: Path, backbone: Backbone) -> StoreHeadModel:
         directory = Path(directory)
         config, tensors = read_model_files(directory)
-        if config.get("backbone_weights_hash") != backbone.weights_hash:
-            raise StoreError(
-                f"The model in {directory} was trained on backbone weights {config.get('backbone_weights_hash')!r} "
-                f"but {backbone.spec!r} now has weights {backbone.weights_hash!r}. Point --backbone at the "
-                "weights the run used."
-            )
+        check_backbone_weights(config, backbone, directory)
         head_cfg = dict(config["head"])
         kind = head_cfg.pop("kind", None)
         if kind not in HEAD_KINDS:

@@ -96,6 +96,18 @@ def read_model_files(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, tensors
 
 
+def check_backbone_weights(config: dict[str, Any], backbone: Backbone, directory: Path) -> None:
+    """Refuse to rebuild a frozen-backbone model on other weights than it was trained on."""
+    from ..errors import StoreError
+
+    if config.get("backbone_weights_hash") != backbone.weights_hash:
+        raise StoreError(
+            f"The model in {directory} was trained on backbone weights {config.get('backbone_weights_hash')!r} "
+            f"but {backbone.spec!r} now has weights {backbone.weights_hash!r}. Point --backbone at the "
+            "weights the run used."
+        )
+
+
 class FittedModel(ABC):
     """A trained classifier: backbone part (frozen or fine-tuned) plus head.
 
