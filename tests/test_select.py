@@ -8,14 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from transferkit.advisor.select import (
-    CandidateScore,
-    cv_rows,
-    cv_splits,
-    network_arms,
-    on_course,
-    one_se_choice,
-)
+from transferkit.advisor.select import CandidateScore, cv_rows, cv_splits, one_se_choice
+from transferkit.advisor.trials import network_arms, on_course
 
 
 def cand(strategy: str, mean: float, se: float, complexity: int) -> CandidateScore:

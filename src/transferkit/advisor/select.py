@@ -27,14 +27,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..strategies import strategy_class, strategy_names
 from ._json import json_ready
-from .rules import STEEP_SLOPE, is_small
+from .trials import Trial, network_arms, run_trials, selection_accuracy
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..strategies import FitContext, FittedModel
@@ -51,10 +51,6 @@ CV_REPEAT_MAX_ROWS = 500
 # Cut points whose quick probe (the advisor's profile) is this far below the best one are not
 # cross-validated again: a cut 10 points behind on 3 folds does not win on 10.
 PRUNE_MARGIN = 0.10
-# Network trials: the first rung's share of the planned epochs (successive halving, eta = 3).
-RUNG_ETA = 3
-# Similarity within this of the threshold is ambiguous: both pretrained network arms are tried.
-AMBIGUOUS_SIMILARITY = 0.1
 # Default budget for the network trials, seconds (``fit --budget`` in minutes overrides it). On a
 # 2-core CPU 5 minutes is about 4 epochs of 3,000 images at 224 px (enough to see whether a
 # fine-tune overtakes the probe, and to keep auto within a third of a peer's fine-tune, issue 14);
@@ -87,26 +83,6 @@ class CandidateScore:
         return {"strategy": self.strategy, "params": self.params, "label": self.label, "cv_mean": self.mean,
                 "cv_se": self.se, "cv_folds": self.folds, "seconds": round(self.seconds, 3),
                 "complexity": self.complexity}
-
-
-@dataclass
-class Trial:
-    """One network strategy's budgeted trial."""
-
-    strategy: str
-    params: dict[str, Any]
-    planned_epochs: int
-    epochs_run: int = 0
-    best_val_acc: float | None = None
-    seconds: float = 0.0
-    stopped: str = ""
-    model: FittedModel | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "params": self.params, "planned_epochs": self.planned_epochs,
-                "epochs_run": self.epochs_run, "best_val_acc": self.best_val_acc,
-                "seconds": round(self.seconds, 3), "stopped": self.stopped}
 
 
 @dataclass
@@ -194,6 +170,13 @@ def cv_rows(y: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(keep)
 
 
+def pruned_layers(profile: dict[str, float | None]) -> list[str]:
+    """Cut points whose quick probe accuracy is more than ``PRUNE_MARGIN`` below the best cut's."""
+    known = {k: v for k, v in profile.items() if v is not None and np.isfinite(v)}
+    top = max(known.values(), default=None)
+    return [] if top is None else [k for k, v in known.items() if v < top - PRUNE_MARGIN]
+
+
 def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, similar: bool,
                      profile: dict[str, float] | None = None,
                      log: Callable[[str], None] | None = None) -> list[CandidateScore]:
@@ -203,8 +186,7 @@ def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, simil
     ``similar``; candidates cut at a layer whose quick probe accuracy in ``profile`` is more than
     ``PRUNE_MARGIN`` below the best layer's are skipped.
     """
-    profile = {k: v for k, v in (profile or {}).items() if v is not None and np.isfinite(v)}
-    top = max(profile.values(), default=None)
+    skip = set(pruned_layers(profile or {}))
     labels = np.asarray(ctx.dataset.labels)
     rows = learn_idx[cv_rows(labels[learn_idx], seed)]
     y_all = labels[rows]
@@ -220,7 +202,7 @@ def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, simil
             continue
         for params in cls.cv_candidates(ctx.backbone):
             layer = params.get("layer")
-            if top is not None and layer in profile and profile[layer] < top - PRUNE_MARGIN:
+            if layer in skip:
                 continue
             t0 = time.perf_counter()
             settings = {**cls.defaults, **params}  # what the strategy's fit would use
@@ -264,120 +246,6 @@ def holdout_accuracy(ctx: FitContext, cand: CandidateScore, seed: int) -> tuple[
     return float(correct.mean()), correct
 
 
-# ------------------------------------------------------------------------ network trials
-
-
-def network_arms(advice: Advice, best_cv: float | None) -> tuple[list[str], list[str]]:
-    """(network strategies worth a trial, in order of prior preference; the reasons)."""
-    size, sim = advice.size, advice.similarity
-    slope = size.slope_per_doubling
-    steep = slope is not None and np.isfinite(slope) and slope >= STEEP_SLOPE
-    if is_small(size) and not steep:
-        return [], [
-            "No fine-tuning trial: the data is small and the probe's learning curve is flat "
-            + (f"({100 * slope:+.1f} points per doubling)" if slope is not None and np.isfinite(slope) else "")
-            + "; on such data fine-tuning lost to the feature-store strategies (README, benchmarks/advisor.py)."
-        ]
-    if best_cv is not None and best_cv >= 0.995:
-        return [], [f"No fine-tuning trial: the best feature-store candidate already scores "
-                    f"{100 * best_cv:.1f}%, nothing measurable is left to win."]
-    why = ("the data is not small" if not is_small(size)
-           else f"the probe still gains {100 * slope:.1f} points per doubling of the data")
-    if advice.table_strategy == "scratch" or advice.strategy == "scratch":
-        arms = ["scratch", "full"]
-    elif abs(sim.score - _similar_threshold()) < AMBIGUOUS_SIMILARITY:
-        arms = ["partial", "full"] if sim.similar else ["full", "partial"]
-    else:
-        arms = ["partial"] if sim.similar else ["full"]
-    return arms, [f"Fine-tuning could win ({why}): trying {', '.join(arms)} within the budget."]
-
-
-def _similar_threshold() -> float:
-    from .similarity import SIMILAR_THRESHOLD
-
-    return SIMILAR_THRESHOLD
-
-
-def on_course(history: list[dict[str, Any]], *, target: float, planned: int, start: float | None) -> bool:
-    """Can this trial still beat ``target`` on the selection images? Its best accuracy so far plus
-    the recent gain per epoch (half of it: gains shrink as training goes on) over the epochs left."""
-    accs = [float(r["val_acc"]) for r in history if r.get("val_acc") is not None]
-    if not accs:
-        return True
-    k = len(accs)
-    best = max(accs + ([start] if start is not None else []))
-    prev = accs[-3] if k >= 3 else (accs[0] if k == 2 else start)
-    rate = 0.0 if prev is None else max(0.0, (accs[-1] - prev) / (2 if k >= 3 else 1))
-    projected = best + 0.5 * rate * (planned - k)
-    return projected >= target
-
-
-def run_trials(arms: list[str], *, make_ctx: Callable[[str, int, Callable | None, bool], FitContext],
-               planned: int, target: float, start: float | None, budget_s: float, epoch_s: float,
-               log: Callable[[str], None] | None = None) -> tuple[list[Trial], list[str]]:
-    """Successive halving over ``arms``: a first rung of ``planned // RUNG_ETA`` epochs (at least 1)
-    each, then the best arm continues to ``planned``; every trial stops as soon as it is off course
-    (``on_course``) or out of budget. ``make_ctx(strategy, epochs, keep_going, resume)`` builds the
-    trial's FitContext (its own run directory, so a continued rung resumes from its checkpoint)."""
-    reasons: list[str] = []
-    trials = {arm: Trial(strategy=arm, params={}, planned_epochs=planned) for arm in arms}
-    spent = 0.0
-
-    def fit_until(trial: Trial, stop_at: int, resume: bool) -> None:
-        nonlocal spent
-        t0 = time.perf_counter()
-
-        def keep_going(history: list[dict[str, Any]]) -> bool:
-            elapsed = spent + time.perf_counter() - t0
-            if elapsed + epoch_s > budget_s:
-                trial.stopped = f"stopped: the next epoch would pass the budget ({budget_s / 60:.0f} min)"
-                return False
-            if not on_course(history, target=target, planned=planned, start=start):
-                trial.stopped = (f"stopped after epoch {len(history)}: cannot reach the feature-store "
-                                 f"candidate's {100 * target:.1f}% on course")
-                return False
-            if len(history) >= stop_at:
-                trial.stopped = f"rung of {stop_at} epoch(s) done"
-                return False
-            return True
-
-        # A continued rung resumes from the trial's checkpoint; a first rung follows the run's own
-        # resume setting (make_ctx's default).
-        ctx = make_ctx(trial.strategy, planned, keep_going, True) if resume else \
-            make_ctx(trial.strategy, planned, keep_going)
-        ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        strategy = strategy_class(trial.strategy)()
-        trial.model = strategy.fit(ctx)
-        trial.params = dict(ctx.params)
-        trial.history = list(ctx.history)
-        trial.epochs_run = int(trial.model.info.get("epochs_run", len(trial.history)))
-        trial.best_val_acc = trial.model.info.get("best_val_acc")
-        dt = time.perf_counter() - t0
-        trial.seconds += dt
-        spent += dt
-        if trial.epochs_run >= planned and not trial.stopped.startswith("stopped"):
-            trial.stopped = "ran every planned epoch"
-        if log is not None:
-            log(f"trial {trial.strategy}: {trial.epochs_run} epochs, best {trial.best_val_acc}, {trial.stopped}")
-
-    rung = max(1, planned // RUNG_ETA) if len(arms) > 1 else planned
-    for arm in arms:
-        if spent + epoch_s > budget_s:
-            trials[arm].stopped = "not started: no budget left"
-            continue
-        fit_until(trials[arm], rung, resume=False)
-    alive = [t for t in trials.values() if t.model is not None and t.stopped.startswith("rung")]
-    if alive and rung < planned:
-        best = max(alive, key=lambda t: t.best_val_acc or 0.0)
-        for t in alive:
-            if t is not best:
-                t.stopped = f"halved after {rung} epoch(s): {best.strategy} was ahead"
-        reasons.append(f"Successive halving: after {rung} epoch(s) {best.strategy} led; it continues.")
-        best.stopped = ""
-        fit_until(best, planned, resume=True)
-    return list(trials.values()), reasons
-
-
 # ------------------------------------------------------------------------------ select
 
 
@@ -402,8 +270,7 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
     scores = score_candidates(base_ctx, learn, seed, similar=advice.similarity.similar,
                               profile=advice.similarity.probe_profile(), log=log)
     cost["cv_seconds"] = round(sum(c.seconds for c in scores), 3)
-    profile = {k: v for k, v in advice.similarity.probe_profile().items() if v is not None and np.isfinite(v)}
-    pruned = [k for k, v in profile.items() if k != "stem" and v < max(profile.values()) - PRUNE_MARGIN]
+    pruned = [k for k in pruned_layers(advice.similarity.probe_profile()) if k != "stem"]
     if pruned:
         reasons.append(f"Not cross-validated again: the cut points {', '.join(pruned)}, whose quick probe was more "
                        f"than {100 * PRUNE_MARGIN:.0f} points below the best cut's.")
@@ -453,7 +320,7 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
             se = math.sqrt(max(fs_val * (1 - fs_val), 1.0 / n_val) / n_val)
             target = min(1.0, fs_val + se)
             decision.fs_val_acc = fs_val
-            start = _start_accuracy(base_ctx, scores, seed)
+            start = fs_val if chosen.strategy == "linear" else _start_accuracy(base_ctx, scores, seed)
             t1 = time.perf_counter()
             done, halving = run_trials(arms, make_ctx=make_ctx, planned=planned, target=target, start=start,
                                        budget_s=budget_s, epoch_s=epoch_s, log=log)
@@ -480,17 +347,6 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
                                "is kept.")
     cost["total_seconds"] = round(advice.cost_seconds + time.perf_counter() - t0, 3)
     return decision
-
-
-def selection_accuracy(ctx: FitContext, model: FittedModel) -> float:
-    """Accuracy of a fitted network on the selection images (decoded once, cached)."""
-    from ..strategies._network import decoded_images
-
-    images = np.asarray(decoded_images(ctx, ctx.backbone)[ctx.val_idx])
-    pred = model.predict(images)
-    classes = list(ctx.dataset.classes)
-    return float((np.asarray(pred) == np.asarray(ctx.dataset.labels)[ctx.val_idx]).mean()) \
-        if list(model.classes) == classes else float("nan")
 
 
 def _default_epochs(n_train: int) -> int:
