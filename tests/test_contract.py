@@ -253,6 +253,8 @@ def test_auto_with_the_selection_forced_to_each_strategy(name, card, tiny_folder
     else:
         monkeypatch.setattr(select_mod, "network_arms", lambda *a, **k: ([name], ["forced by the test"]))
         monkeypatch.setattr(select_mod, "holdout_accuracy", lambda *a, **k: (0.0, np.zeros(0, bool)))
+        # no epoch-0 candidate: a trial that ends at its start (linear itself) is not a fine-tune to keep
+        monkeypatch.setattr("transferkit.engine.loop._adopt_start", lambda run, start: None)
     run = tmp_path / "run"
     clf = TransferClassifier(backbone=card, strategy="auto", cache_dir=cache, device="cpu", precision="fp32",
                              batch_size=8, epochs=2, progress=False).fit(tiny_folder, run_dir=run)
@@ -265,3 +267,28 @@ def test_auto_with_the_selection_forced_to_each_strategy(name, card, tiny_folder
     again = TransferClassifier.load(run, cache_dir=cache)
     files, _ = scored_files(tiny_folder)
     np.testing.assert_allclose(again.predict_proba(files), clf.predict_proba(files), rtol=0, atol=1e-6)
+
+
+def test_auto_does_not_keep_a_trial_that_ended_at_its_start(card, tiny_folder, cache, tmp_path, monkeypatch):
+    """A fine-tune whose best candidate is epoch 0 (linear itself, refitted on the selection images)
+    is no fine-tune: auto keeps the feature-store candidate, however low its score there."""
+    import transferkit.advisor.select as select_mod
+    import transferkit.engine.loop as loop_mod
+
+    monkeypatch.setattr(select_mod, "network_arms", lambda *a, **k: (["partial"], ["forced by the test"]))
+    monkeypatch.setattr(select_mod, "holdout_accuracy", lambda *a, **k: (0.0, np.zeros(0, bool)))
+    adopt = loop_mod._adopt_start
+
+    def unbeatable(run, start):  # no epoch can beat this start
+        adopt(run, start)
+        run.best_acc = 2.0
+
+    monkeypatch.setattr(loop_mod, "_adopt_start", unbeatable)
+    run = tmp_path / "run"
+    clf = TransferClassifier(backbone=card, strategy="auto", cache_dir=cache, device="cpu", precision="fp32",
+                             batch_size=8, epochs=2, progress=False).fit(tiny_folder, run_dir=run)
+    config = assert_auto_run(run)
+    trial = config["advice"]["selection"]["trials"][0]
+    assert trial["strategy"] == "partial" and trial["best_val_acc"] is None
+    assert "no epoch beat its start" in trial["stopped"]
+    assert get_strategy(clf.strategy_).uses_feature_store

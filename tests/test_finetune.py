@@ -117,6 +117,28 @@ def test_partial_freezes_early_stages_and_round_trips(backbone, dataset, tmp_pat
     assert np.allclose(again.predict_proba(images), proba, atol=1e-6)
 
 
+def test_epoch_0_of_a_fine_tune_is_the_linear_strategy_itself(backbone, dataset, tmp_path):
+    """The fine-tunes' epoch-0 candidate is ``linear``'s model (its probe on every learnable image) in
+    the network, scored by that probe's cross-validation; training starts from the train-only probe."""
+    from transferkit.engine import predict_logits
+    from transferkit.strategies._network import decoded_images, init_head_from_probe, linear_start
+
+    _, ctx, linear = fit("linear", backbone, dataset, tmp_path)
+    net = backbone.build_network(3)
+    init_head_from_probe(net, ctx, backbone, "none")
+    trained_from = {k: v.clone() for k, v in net.state_dict().items()}
+    recipe = {"batchnorm": {"adabn": False}, "imbalance": {"class_weight": "none"}}
+    start = linear_start(net, ctx, backbone, decoded_images(ctx, backbone), recipe)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in trained_from.items())  # the start is untouched
+    assert start.score == pytest.approx(linear.info["cv_accuracy"])
+    assert not torch.equal(start.state["head.weight"], trained_from["head.weight"])  # it learnt from val too
+    net.load_state_dict(start.state)
+    images = dataset.decode((32, 32), "bilinear")
+    proba = torch.softmax(torch.from_numpy(predict_logits(net, images, device="cpu")), 1).numpy()
+    assert np.array_equal(proba.argmax(1), linear.predict_proba(images).argmax(1))
+    assert np.allclose(proba, linear.predict_proba(images), atol=1e-4)
+
+
 def test_full_trains_head_first_then_everything(backbone, dataset, tmp_path):
     _, ctx, model = fit("full", backbone, dataset, tmp_path, epochs=2, head_epochs=1, lr=3e-3)
     assert [h["frozen"] for h in ctx.history] == ["stem,stage1,stage2,stage3", ""]
@@ -130,9 +152,11 @@ def test_full_trains_head_first_then_everything(backbone, dataset, tmp_path):
     val_acc = [model.info["start_val_acc"]] + [h["val_acc"] for h in ctx.history]
     assert model.info["best_epoch"] == int(np.argmax(val_acc))
     # ... and it is that epoch's network: its accuracy on the selection images is the recorded one
+    # (epoch 0, linear refitted on the selection images too, is recorded by its cross-validation)
     images = dataset.decode((32, 32), "bilinear")
     pred = model.predict_proba(images[ctx.val_idx]).argmax(axis=1)
-    assert np.mean(pred == dataset.labels[ctx.val_idx]) == pytest.approx(val_acc[model.info["best_epoch"]])
+    if model.info["best_epoch"] > 0:
+        assert np.mean(pred == dataset.labels[ctx.val_idx]) == pytest.approx(val_acc[model.info["best_epoch"]])
     restored = model.net.state_dict()
     assert all(torch.equal(restored[k], last[k]) for k in last) == (model.info["best_epoch"] == 2)
     assert ctx.history[1]["lr_body"] < ctx.history[1]["lr"]

@@ -331,7 +331,12 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
             # candidate, in plain accuracy (a trial picks its epoch by balanced accuracy on
             # imbalanced classes; the decision compares like with like).
             for t in done:
-                if t.model is not None:
+                if t.model is not None and t.model.info.get("best_epoch") == 0:
+                    # It ended at its epoch-0 candidate, the linear probe refitted on the selection
+                    # images too: no fine-tune to keep, and no honest score on those images.
+                    t.best_val_acc = None
+                    t.stopped += "; no epoch beat its start (the linear probe)"
+                elif t.model is not None:
                     t.best_val_acc = selection_accuracy(base_ctx, t.model)
             finished = [t for t in done if t.best_val_acc is not None]
             winner = max(finished, key=lambda t: t.best_val_acc) if finished else None

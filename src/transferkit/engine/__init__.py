@@ -56,7 +56,7 @@ from .freezing import (
     reestimate_bn_statistics,
     set_frozen,
 )
-from .loop import CPU_MICRO_BATCH, TrainResult, cpu_micro_splits, fit_network
+from .loop import CPU_MICRO_BATCH, StartCandidate, TrainResult, cpu_micro_splits, fit_network
 
 __all__ = [
     "BN_POLICIES",
@@ -67,6 +67,7 @@ __all__ = [
     "ArrayData",
     "Checkpointer",
     "EpochSampler",
+    "StartCandidate",
     "TrainConfig",
     "TrainResult",
     "UInt8ImageDataset",

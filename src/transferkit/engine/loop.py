@@ -56,6 +56,17 @@ class TrainResult:
     selection_metric: str = "accuracy"
 
 
+@dataclass
+class StartCandidate:
+    """Epoch 0 given by the caller: weights that may differ from those training starts from, and
+    their selection score measured by the caller (e.g. a cross-validated estimate when the weights
+    were fitted on the selection images themselves, which would make their score there optimistic)."""
+
+    state: dict[str, torch.Tensor]
+    score: float
+    source: str  # how ``score`` was measured, for the run's events
+
+
 def cpu_micro_splits(batch: int, device: torch.device) -> int:
     """Micro-batches per loaded batch: 1 on accelerators, enough for <= CPU_MICRO_BATCH on the CPU."""
     return max(1, math.ceil(batch / CPU_MICRO_BATCH)) if device.type == "cpu" else 1
@@ -119,7 +130,7 @@ def fit_network(
     device: str = "auto",
     history: list[dict[str, Any]] | None = None,
     fabric=None,
-    start_candidate: bool = False,
+    start_candidate: bool | StartCandidate = False,
     keep_going: Callable[[list[dict[str, Any]]], bool] | None = None,
     _fault: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
@@ -131,7 +142,8 @@ def fit_network(
     ``start_candidate=True`` (the pretrained strategies, whose head starts at the linear probe)
     makes the network as it starts a candidate of model selection ("epoch 0"): when no epoch beats
     it on the selection images, the run ends with the starting weights, so fine-tuning never ends
-    below where it started on those images.
+    below where it started on those images. A :class:`StartCandidate` is epoch 0 with the caller's
+    weights and score instead (training still starts from ``net`` as given).
     ``keep_going(history)``, called after each epoch is saved, stops the run there when it returns
     False (the checkpoint stays, so ``resume=True`` with the same config continues the schedule).
     ``_fault(epoch, batch)`` is a test hook called before every batch.
@@ -140,7 +152,9 @@ def fit_network(
                  pretrained_body, history if history is not None else [])
     if resume:
         _restore(run)
-    if start_candidate and run.start_epoch == 0 and val is not None and len(val):
+    if isinstance(start_candidate, StartCandidate) and run.start_epoch == 0:
+        _adopt_start(run, start_candidate)
+    elif start_candidate and run.start_epoch == 0 and val is not None and len(val):
         _evaluate_start(run, val)
     if run.micro_splits > 1:
         run.event(f"CPU: each batch of {run.per_rank} runs as {run.micro_splits} micro-batches of at most "
@@ -367,6 +381,15 @@ def _evaluate_start(run: _Run, val: ArrayData) -> None:
     run.best_acc, run.best_epoch, run.best_state, run.start_val_acc = acc, 0, state_to_cpu(run.net), acc
     run.event(f"the starting network scores {acc:.4f} ({metric.replace('_', ' ')}) on the selection images "
               "(epoch 0, a candidate).")
+
+
+def _adopt_start(run: _Run, start: StartCandidate) -> None:
+    """Make the caller's epoch-0 candidate the best so far."""
+    run.best_acc = run.start_val_acc = float(start.score)
+    run.best_epoch = 0
+    run.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in start.state.items()}
+    metric = run.config.selection_metric.replace("_", " ")
+    run.event(f"epoch 0 (a candidate): {start.source}, {metric} {start.score:.4f}.")
 
 
 def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:

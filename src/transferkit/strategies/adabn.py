@@ -74,6 +74,10 @@ class AdaBNStrategy(StoreHeadStrategy):
                                 pool=params.get("pool", "avg"), progress=ctx.progress).features
 
     @classmethod
+    def plain_probe(cls, params: dict[str, Any]) -> bool:
+        return IntermediateStrategy.plain_probe(params)
+
+    @classmethod
     def fit_arrays(cls, features: dict[str, np.ndarray], y: np.ndarray, num_classes: int, params: dict[str, Any],
                    seed: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
         return IntermediateStrategy.fit_arrays(features, y, num_classes, params, seed)

@@ -96,17 +96,23 @@ class FeatureStoreStrategy(Strategy):
 
 
     @classmethod
+    def plain_probe(cls, params: dict[str, Any]) -> bool:
+        """Is the candidate ``params`` the linear probe on one cut point's features (so ``cv_scores``
+        may take the probe's fast path)? True unless the strategy has its own ``fit_arrays``."""
+        return getattr(cls.fit_arrays, "__func__", None) is FeatureStoreStrategy.fit_arrays.__func__
+
+    @classmethod
     def cv_scores(cls, features: dict[str, np.ndarray], y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
                   num_classes: int, params: dict[str, Any], seed: int) -> np.ndarray:
         """Accuracy on the validation rows of each of ``splits`` (``auto``'s cross-validation).
 
-        A strategy with its own ``fit_arrays`` is refitted on every training fold (nested: its inner
-        choices are made inside the fold). The linear probe (the default ``fit_arrays``) takes the
+        A candidate that is not a plain probe (``plain_probe``) is refitted on every training fold
+        (nested: its inner choices are made inside the fold). The linear probe on one layer takes the
         fast path scikit-learn's ``LogisticRegressionCV`` takes: the whole L2 path on each fold,
         warm-started, and the strength with the best mean over the folds -- one strength chosen
         from a smooth one-dimensional curve, for a tenth of the nested cost.
         """
-        if getattr(cls.fit_arrays, "__func__", None) is not FeatureStoreStrategy.fit_arrays.__func__:
+        if not cls.plain_probe(params):
             accs = []
             for tr, va in splits:
                 predict = cls.fit_arrays({k: v[tr] for k, v in features.items()}, y[tr], num_classes, params, seed)

@@ -38,6 +38,10 @@ class IntermediateStrategy(FeatureStoreStrategy):
         return [cp.name for cp in backbone.cut_points if cp.name != "stem"]
 
     @classmethod
+    def plain_probe(cls, params: dict[str, Any]) -> bool:
+        return bool(params.get("layer")) and not params.get("hidden")
+
+    @classmethod
     def fit_arrays(cls, features: dict[str, np.ndarray], y: np.ndarray, num_classes: int, params: dict[str, Any],
                    seed: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
         """The linear probe at ``params["layer"]``, or (layer None) at the cut point whose probe has the
