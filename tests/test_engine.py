@@ -4,6 +4,7 @@ resume after SIGKILL (bit-exact on CPU), divergence, OOM back-off, early stoppin
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -267,6 +268,30 @@ def test_the_starting_network_is_a_candidate_so_fine_tuning_never_ends_below_it(
     net.load_state_dict(start)
     moved = fit_network(net, wrong, val, cfg, tmp_path / "moved", progress=False, device="cpu")
     assert moved.best_epoch >= 1 and moved.start_val_acc is None and moved.best_val_acc < kept.best_val_acc
+
+
+def test_a_given_start_is_replaced_only_by_an_epoch_beating_it_by_one_standard_error(tmp_path):
+    """A StartCandidate (weights other than the trained ones, with the caller's score): the run ends with
+    its weights unless an epoch beats its score by one standard error on the selection images."""
+    from transferkit.engine import StartCandidate
+
+    net = tiny_net()
+    other = tiny_net(seed=1)
+    train, val = make_data(48, 0), make_data(24, 1)
+    cfg = TrainConfig(epochs=2, augment=False, bn_policy="eval", **FAST)
+    moved = fit_network(tiny_net(), train, val, cfg, tmp_path / "free", progress=False, device="cpu")
+    top = max(h["val_acc"] for h in moved.history)
+    se = math.sqrt(max(top * (1 - top), 1 / 24) / 24)
+    # scored just under the best epoch: not beaten by a standard error, so the start is the model
+    start = StartCandidate(state=state(other), score=top - se / 2, source="test", n_val=24)
+    kept = fit_network(net, train, val, cfg, tmp_path / "kept", progress=False, device="cpu", start_candidate=start)
+    assert [h["val_acc"] for h in kept.history] == [h["val_acc"] for h in moved.history]  # the same training
+    assert kept.best_epoch == 0 and kept.start_val_acc == kept.best_val_acc == pytest.approx(top - se / 2)
+    assert all(torch.equal(v, start.state[k]) for k, v in state(net).items())
+    # scored well under it: the best epoch wins
+    low = StartCandidate(state=state(other), score=top - 2 * se, source="test", n_val=24)
+    won = fit_network(tiny_net(), train, val, cfg, tmp_path / "won", progress=False, device="cpu", start_candidate=low)
+    assert won.best_epoch >= 1 and won.best_val_acc == top
 
 
 def test_bf16_autocast_trains(tmp_path):

@@ -318,7 +318,7 @@ def linear_start(net: nn.Module, ctx: FitContext, backbone: Backbone, images: np
     net.head.load_state_dict(trained_head)
     if "cv_accuracy" not in info:  # no cross-validation possible (a class with one image)
         return None
-    return StartCandidate(state=state, score=float(info["cv_accuracy"]),
+    return StartCandidate(state=state, score=float(info["cv_accuracy"]), n_val=len(ctx.val_idx),
                           source=f"the linear probe refitted on all {len(learn)} learnable images (C={info['C']:.3g}), "
                                  f"scored by its {info['cv_metric'].replace('_', ' ')} in cross-validation")
 
