@@ -65,6 +65,13 @@ def wilson_interval(successes: float, n: int, confidence: float = CONFIDENCE) ->
     return max(0.0, round(centre - half, 12)), min(1.0, round(centre + half, 12))
 
 
+def proportion_se(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` images, floored at that of one image in
+    ``n`` (so a perfect or zero score on a few images still carries its noise)."""
+    p = min(max(float(p), 0.0), 1.0)
+    return math.sqrt(max(p * (1 - p), 1.0 / n) / n)
+
+
 def _as_draws(pred: Any) -> np.ndarray:
     """Predictions as a (draws, images) int array (one draw may be given as a 1-D array)."""
     arr = np.asarray(pred, dtype=np.int64)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..stats import proportion_se
 from ..strategies import strategy_class, strategy_names
 from ._json import json_ready
 from .trials import Trial, network_arms, run_trials, selection_accuracy
@@ -317,7 +318,7 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
         else:
             fs_val, _ = holdout
             n_val = len(base_ctx.val_idx)
-            se = math.sqrt(max(fs_val * (1 - fs_val), 1.0 / n_val) / n_val)
+            se = proportion_se(fs_val, n_val)
             target = min(1.0, fs_val + se)
             decision.fs_val_acc = fs_val
             start = fs_val if chosen.strategy == "linear" else _start_accuracy(base_ctx, scores, seed)

@@ -356,13 +356,14 @@ def holdout_probe_accuracy(
 ) -> float:
     """Accuracy on (eval_x, eval_y) of the probe of :func:`probe_accuracy` fitted on the train part."""
     from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits
+
+    from ..strategies._probe import one_blas_thread
 
     if np.unique(train_y).size < 2:
         return float(np.mean(eval_y == train_y[0])) if len(train_y) else float("nan")
     # One BLAS thread: these problems are small, and the machine is shared (oversubscribed
     # BLAS threads made a 300 x 64 fit 4x slower).
-    with warnings.catch_warnings(), threadpool_limits(1):
+    with warnings.catch_warnings(), one_blas_thread():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = _make_probe(c, max_iter).fit(train_x, train_y)
     return float((model.predict(eval_x) == eval_y).mean())

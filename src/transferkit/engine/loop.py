@@ -400,8 +400,9 @@ def _adopt_start(run: _Run, start: StartCandidate) -> None:
     run.best_epoch = 0
     run.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in start.state.items()}
     if start.n_val:
-        p = min(max(float(start.score), 0.0), 1.0)
-        run.start_margin = math.sqrt(max(p * (1 - p), 1.0 / start.n_val) / start.n_val)
+        from ..stats import proportion_se
+
+        run.start_margin = proportion_se(start.score, start.n_val)
     metric = run.config.selection_metric.replace("_", " ")
     run.event(f"epoch 0 (a candidate): {start.source}, {metric} {start.score:.4f}; an epoch replaces it by "
               f"beating that by more than {run.start_margin:.4f} (one standard error) on the selection images.")
