@@ -121,14 +121,13 @@ def test_epoch_0_of_a_fine_tune_is_the_linear_strategy_itself(backbone, dataset,
     """The fine-tunes' epoch-0 candidate is ``linear``'s model (its probe on every learnable image) in
     the network, scored by that probe's cross-validation; training starts from the train-only probe."""
     from transferkit.engine import predict_logits
-    from transferkit.strategies._network import decoded_images, init_head_from_probe, linear_start
+    from transferkit.strategies._network import init_head_from_probe, linear_start
 
     _, ctx, linear = fit("linear", backbone, dataset, tmp_path)
     net = backbone.build_network(3)
     init_head_from_probe(net, ctx, backbone, "none")
     trained_from = {k: v.clone() for k, v in net.state_dict().items()}
-    recipe = {"batchnorm": {"adabn": False}, "imbalance": {"class_weight": "none"}}
-    start = linear_start(net, ctx, backbone, decoded_images(ctx, backbone), recipe)
+    start = linear_start(net, ctx, backbone, "none")
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in trained_from.items())  # the start is untouched
     assert start.score == pytest.approx(linear.info["cv_accuracy"])
     assert not torch.equal(start.state["head.weight"], trained_from["head.weight"])  # it learnt from val too

@@ -83,18 +83,22 @@ def test_bn_policy_auto_keeps_matching_statistics(matched_card, balanced_folder,
 
 def test_bn_policy_auto_proposes_adabn_for_far_statistics_and_keeps_the_better_start(tiny_card, balanced_folder,
                                                                                      tmp_path):
-    """The random tiny card's statistics are far from the data's: AdaBN is proposed, and kept only when its
-    probe-started network scores higher on the selection images than the source-statistics start."""
+    """The random tiny card's statistics are far from the data's: AdaBN is proposed, and kept only when the
+    probe on its features beats the one on the source features by one standard error in cross-validation
+    (the score epoch 0 carries)."""
     clf, config = fit(tiny_card, balanced_folder, tmp_path)
     bn = config["recipe"]["batchnorm"]
     assert bn["bn_divergence"] > bn["threshold"]
     scores = bn["start_scores"]
-    adabn_won = scores["re-estimated"] > scores["source statistics"]
+    assert 0 < scores["margin"] < 0.2 and "cross-validated" in scores["metric"]
+    adabn_won = scores["re-estimated"] > scores["source statistics"] + scores["margin"]
     assert bn["resolved"] == ("adabn" if adabn_won else "eval") and bn["adabn"] is adabn_won
     assert ("re-estimated" in clf.model_.info["head_init"]["kind"]) is adabn_won
     # epoch 0 is the kept start's statistics with linear's probe refitted on every learnable image,
     # scored by its cross-validation
-    assert clf.model_.info["start_val_acc"] == pytest.approx(clf.model_.info["head_init"]["epoch0"]["score"])
+    epoch0 = clf.model_.info["head_init"]["epoch0"]["score"]
+    assert clf.model_.info["start_val_acc"] == pytest.approx(epoch0)
+    assert epoch0 == pytest.approx(scores["re-estimated" if adabn_won else "source statistics"], abs=1e-4)
 
 
 def test_bn_policy_adabn_reestimates_the_statistics_before_the_probe(tiny_card, matched_card, balanced_folder,
