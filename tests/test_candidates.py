@@ -173,7 +173,26 @@ def test_adabn_features_have_their_own_store_keys(card, tiny_folder, cache, tmp_
     assert adapted.shape == plain.shape and not np.allclose(adapted, plain, atol=1e-4)
     # a different training set is a different adaptation (its own statistics, its own features)
     ctx2 = FitContext(**{**ctx.__dict__, "train_idx": roles.train[:-3], "history": []})
-    assert not np.allclose(adabn.candidate_features(ctx2, {"layer": "stage2"})["stage2"], adapted, atol=1e-5)
+    other = adabn.candidate_features(ctx2, {"layer": "stage2"})["stage2"]
+    assert not np.allclose(other[roles.val], adapted[roles.val], atol=1e-5)
+
+
+def test_adabn_extracts_only_the_images_it_learns_from(card, tiny_folder, cache, tmp_path):
+    """Without monitored images its forward pass covers the learnable ones; the other rows are NaN (never
+    read), and the learnable rows are those of a pass over the whole dataset."""
+    from transferkit.features import extract_features
+    from transferkit.strategies._probe import learnable_indices
+    from transferkit.strategies.adabn import adapted_backbone
+    from transferkit.strategies.base import FitContext
+
+    ctx, roles = context(card, tiny_folder, cache, tmp_path)
+    ctx = FitContext(**{**ctx.__dict__, "monitor_idx": None, "history": []})
+    feats = strategy_class("adabn").candidate_features(ctx, {"layer": "stage2"})["stage2"]
+    learn = learnable_indices(ctx)
+    assert len(roles.scored) and np.isnan(feats[roles.scored]).all() and np.isfinite(feats[learn]).all()
+    whole = extract_features(adapted_backbone(ctx)[0], ctx.dataset, ["stage2"], store_dir=cache / "features",
+                             device="cpu", precision="fp32", progress=False).features["stage2"]
+    np.testing.assert_allclose(feats[learn], whole[learn], rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- CV interface
@@ -220,6 +239,26 @@ def test_what_auto_scores_is_what_fit_trains(card, tiny_folder, cache, tmp_path)
         head = cls.fit_arrays({k: v[idx] for k, v in feats.items()}, ds.labels[idx], 3, {**cls.defaults}, 0)
         np.testing.assert_allclose(head({k: v[roles.scored] for k, v in feats.items()}), clf.predict_proba(files),
                                    atol=1e-4)
+
+
+def test_auto_scores_candidates_with_the_same_features_once(card, tiny_folder, cache, tmp_path, monkeypatch):
+    """intermediate at the final codes is linear (on most backbones the last cut point pooled is the
+    final codes): cross-validated once, listed under both names with the same score."""
+    from transferkit.advisor.select import score_candidates
+    from transferkit.strategies import _probe
+    from transferkit.strategies._probe import learnable_indices
+
+    ctx, _ = context(card, tiny_folder, cache, tmp_path)
+    monkeypatch.setattr(strategy_class("intermediate"), "cv_candidates",
+                        classmethod(lambda cls, backbone: [{"layer": "pool"}, {"layer": "stage2"}]))
+    calls = []
+    real = _probe.probe_fold_scores
+    monkeypatch.setattr(_probe, "probe_fold_scores", lambda x, *a, **k: calls.append(x.shape) or real(x, *a, **k))
+    scores = {c.label: c for c in score_candidates(ctx, learnable_indices(ctx), 0, similar=True)}
+    linear, same, other = scores["linear(layer=pool)"], scores["intermediate(layer=pool)"], \
+        scores["intermediate(layer=stage2)"]
+    assert (same.mean, same.se, same.folds) == (linear.mean, linear.se, linear.folds)
+    assert len(calls) == len(set(calls)) and other.folds == linear.folds  # pool once (head2toe probes too)
 
 
 # ------------------------------------------------------------------------------ real data

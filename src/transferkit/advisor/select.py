@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -197,6 +197,7 @@ def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, simil
     if not splits:
         return []
     scores = []
+    seen: dict[tuple[Any, ...], np.ndarray] = {}  # (how it is scored, its features) -> fold accuracies
     for name in strategy_names(feature_store=True):
         cls = strategy_class(name)
         if cls.own_forward_pass and similar:
@@ -209,15 +210,35 @@ def score_candidates(ctx: FitContext, learn_idx: np.ndarray, seed: int, *, simil
             settings = {**cls.defaults, **params}  # what the strategy's fit would use
             feats = cls.candidate_features(ctx, settings)
             x = {k: np.asarray(v)[rows] for k, v in feats.items()}
-            accs = cls.cv_scores(x, y, splits, len(present), settings, seed)
-            accs_arr = np.asarray(accs, dtype=np.float64)
+            # The last cut point pooled is the final codes on most backbones, so e.g. intermediate
+            # at stage5 is linear: scored once, listed under both names.
+            key = _scoring_key(cls, settings, x)
+            accs_arr = seen.get(key)
+            if accs_arr is None:
+                accs_arr = seen[key] = np.asarray(cls.cv_scores(x, y, splits, len(present), settings, seed),
+                                                  dtype=np.float64)
             score = CandidateScore(strategy=name, params=dict(params), mean=float(accs_arr.mean()),
-                                   se=float(accs_arr.std(ddof=1) / math.sqrt(len(accs_arr))) if len(accs) > 1 else 0.0,
-                                   folds=len(accs), seconds=time.perf_counter() - t0, complexity=cls.complexity)
+                                   se=float(accs_arr.std(ddof=1) / math.sqrt(len(accs_arr))) if len(accs_arr) > 1
+                                   else 0.0, folds=len(accs_arr), seconds=time.perf_counter() - t0,
+                                   complexity=cls.complexity)
             scores.append(score)
             if log is not None:
                 log(f"{score.label}: {100 * score.mean:.1f} ± {100 * score.se:.1f}")
     return scores
+
+
+def _scoring_key(cls: Any, settings: dict[str, Any], x: dict[str, np.ndarray]) -> tuple[Any, ...]:
+    """What a candidate's cross-validated score depends on: the scoring (every plain probe shares
+    one; another strategy's is its own, with its settings but the layer) and its features' bytes."""
+    import hashlib
+
+    how = ("probe",) if cls.plain_probe(settings) else (
+        cls.name, repr(sorted((k, v) for k, v in settings.items() if k != "layer")))
+    digest = hashlib.sha1()
+    for v in x.values():
+        digest.update(repr((v.shape, v.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(v).tobytes())
+    return (*how, digest.hexdigest())
 
 
 def one_se_choice(scores: list[CandidateScore]) -> tuple[CandidateScore, CandidateScore]:
@@ -265,7 +286,9 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
     budget_s = DEFAULT_BUDGET_S if budget_s is None else float(budget_s)
     reasons: list[str] = [f"Four-case table: {advice.table_rule}."]
     cost: dict[str, float] = {"advise_seconds": advice.cost_seconds}
-    base_ctx = make_ctx("linear")
+    # No monitored images here: the candidates score and fit on the learnable ones only, and a
+    # candidate with its own forward pass (adabn) then runs it on those alone.
+    base_ctx = replace(make_ctx("linear"), monitor_idx=None)
     learn = np.sort(np.concatenate([base_ctx.train_idx] + (
         [base_ctx.val_idx] if base_ctx.val_idx is not None else [])))
     scores = score_candidates(base_ctx, learn, seed, similar=advice.similarity.similar,

@@ -66,12 +66,31 @@ class AdaBNStrategy(StoreHeadStrategy):
 
     @classmethod
     def candidate_features(cls, ctx: FitContext, params: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The adapted network's features of the learnable and monitored images only (NaN in the
+        other rows): that network exists for this training set alone, and the rest of the dataset
+        can be most of it (MNIST at 30 per class: 300 learnable images, 2,000 held out)."""
         from ..features import extract_features
+        from ._probe import learnable_indices
 
         adapted, _ = adapted_backbone(ctx)
-        return extract_features(adapted, ctx.dataset, cls.candidate_layers(ctx.backbone, params),
-                                store_dir=ctx.cache.features, device=ctx.device, precision=ctx.precision,
-                                pool=params.get("pool", "avg"), progress=ctx.progress).features
+        rows = learnable_indices(ctx)
+        if ctx.monitor_idx is not None and len(ctx.monitor_idx):
+            rows = np.union1d(rows, ctx.monitor_idx)
+        whole = len(rows) == len(ctx.dataset)
+        wanted = cls.candidate_layers(ctx.backbone, params)
+        # Every cut point in the one pass (``auto`` scores each; the store keeps them for the next call).
+        layers = list(dict.fromkeys(cls.candidate_layers(ctx.backbone, {}) + wanted))
+        feats = extract_features(adapted, ctx.dataset if whole else ctx.dataset.subset(rows), layers,
+                                 store_dir=ctx.cache.features, device=ctx.device, precision=ctx.precision,
+                                 pool=params.get("pool", "avg"), progress=ctx.progress).features
+        feats = {name: feats[name] for name in wanted}
+        if whole:
+            return feats
+        out = {}
+        for name, v in feats.items():
+            out[name] = np.full((len(ctx.dataset), *v.shape[1:]), np.nan, dtype=v.dtype)
+            out[name][rows] = v
+        return out
 
     @classmethod
     def plain_probe(cls, params: dict[str, Any]) -> bool:
