@@ -254,7 +254,7 @@ def test_auto_with_the_selection_forced_to_each_strategy(name, card, tiny_folder
         monkeypatch.setattr(select_mod, "network_arms", lambda *a, **k: ([name], ["forced by the test"]))
         monkeypatch.setattr(select_mod, "holdout_accuracy", lambda *a, **k: (0.0, np.zeros(0, bool)))
         # no epoch-0 candidate: a trial that ends at its start (linear itself) is not a fine-tune to keep
-        monkeypatch.setattr("transferkit.engine.loop._adopt_start", lambda run, start: None)
+        monkeypatch.setattr("transferkit.engine.loop.adopt_start", lambda run, start: None)
     run = tmp_path / "run"
     clf = TransferClassifier(backbone=card, strategy="auto", cache_dir=cache, device="cpu", precision="fp32",
                              batch_size=8, epochs=2, progress=False).fit(tiny_folder, run_dir=run)
@@ -277,13 +277,13 @@ def test_auto_does_not_keep_a_trial_that_ended_at_its_start(card, tiny_folder, c
 
     monkeypatch.setattr(select_mod, "network_arms", lambda *a, **k: (["partial"], ["forced by the test"]))
     monkeypatch.setattr(select_mod, "holdout_accuracy", lambda *a, **k: (0.0, np.zeros(0, bool)))
-    adopt = loop_mod._adopt_start
+    adopt = loop_mod.adopt_start
 
     def unbeatable(run, start):  # no epoch can beat this start
         adopt(run, start)
         run.best_acc = 2.0
 
-    monkeypatch.setattr(loop_mod, "_adopt_start", unbeatable)
+    monkeypatch.setattr(loop_mod, "adopt_start", unbeatable)
     run = tmp_path / "run"
     clf = TransferClassifier(backbone=card, strategy="auto", cache_dir=cache, device="cpu", precision="fp32",
                              batch_size=8, epochs=2, progress=False).fit(tiny_folder, run_dir=run)

@@ -9,7 +9,8 @@ callback machinery. Hugging Face Accelerate would do the same job but pulls in t
 Modules: ``config`` (TrainConfig), ``data`` (uint8 arrays, augmentation, sampler), ``freezing``
 (parameter groups, freezing, BatchNorm policy, optimizer, schedule), ``checkpoint`` (atomic
 per-epoch checkpoints, RNG state, resume checks), ``fabric`` (the Fabric of a run), ``loop``
-(fit_network), ``progress`` (its console bar), ``evaluate`` (evaluation, predict_logits).
+(fit_network), ``start`` (epoch 0 as a candidate: StartCandidate), ``progress`` (its console bar),
+``evaluate`` (evaluation, predict_logits).
 Device and precision are resolved by ``transferkit.runtime``.
 
 What the loop guarantees:
@@ -56,7 +57,8 @@ from .freezing import (
     reestimate_bn_statistics,
     set_frozen,
 )
-from .loop import CPU_MICRO_BATCH, StartCandidate, TrainResult, cpu_micro_splits, fit_network
+from .loop import CPU_MICRO_BATCH, TrainResult, cpu_micro_splits, fit_network
+from .start import StartCandidate
 
 __all__ = [
     "BN_POLICIES",
