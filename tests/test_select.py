@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from transferkit.advisor.select import CandidateScore, cv_rows, cv_splits, one_se_choice
+from transferkit.advisor.select import CandidateScore, cv_rows, cv_splits, one_se_choice, trial_batchnorm
 from transferkit.advisor.trials import network_arms, on_course
 
 
@@ -32,6 +32,19 @@ def test_one_se_rule_keeps_the_best_when_the_gap_is_larger_than_its_standard_err
 def test_one_se_rule_breaks_complexity_ties_by_mean():
     a, b = cand("linear", 0.88, 0.01, 0), cand("intermediate", 0.885, 0.01, 0)
     assert one_se_choice([a, b])[0] is b
+
+
+def test_trials_adopt_adabn_only_when_its_probe_beats_linear_by_one_standard_error():
+    """The recipe's rule, decided once from auto's cross-validation: on 400 images one SE of 0.85 is 1.8 points."""
+    linear = CandidateScore("linear", {"layer": "pool"}, 0.85, 0.02, 10, 0.0, 0)
+
+    def adabn(mean: float, layer: str = "pool") -> CandidateScore:
+        return CandidateScore("adabn", {"layer": layer}, mean, 0.02, 10, 0.0, 2)
+
+    assert trial_batchnorm([linear, adabn(0.88)], 400)[0] == "adabn"
+    policy, why = trial_batchnorm([linear, adabn(0.86), adabn(0.95, "stage4")], 400)
+    assert policy == "eval" and "adabn(layer=pool) 86.0%" in why  # another cut point is not the fine-tunes' probe
+    assert trial_batchnorm([linear], 400) == (None, None)  # similar data: adabn not scored, the recipe decides
 
 
 def test_cv_splits_are_stratified_repeated_and_cover_every_row():

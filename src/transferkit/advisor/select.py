@@ -345,8 +345,18 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
             target = min(1.0, fs_val + se)
             decision.fs_val_acc = fs_val
             start = fs_val if chosen.strategy == "linear" else _start_accuracy(base_ctx, scores, seed)
+            policy, why_bn = trial_batchnorm(scores, len(learn))
+            if why_bn:
+                reasons.append(why_bn)
+
+            def trial_ctx(*args: Any, **kwargs: Any) -> FitContext:
+                ctx = make_ctx(*args, **kwargs)
+                if policy is not None and ctx.params.get("bn_policy") == "auto":  # not set by the user
+                    ctx.params = {**ctx.params, "bn_policy": policy}
+                return ctx
+
             t1 = time.perf_counter()
-            done, halving = run_trials(arms, make_ctx=make_ctx, planned=planned, target=target, start=start,
+            done, halving = run_trials(arms, make_ctx=trial_ctx, planned=planned, target=target, start=start,
                                        budget_s=budget_s, epoch_s=epoch_s, log=log)
             cost["trials_seconds"] = round(time.perf_counter() - t1, 3)
             decision.trials = done
@@ -376,6 +386,27 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
                                "is kept.")
     cost["total_seconds"] = round(advice.cost_seconds + time.perf_counter() - t0, 3)
     return decision
+
+
+def trial_batchnorm(scores: list[CandidateScore], n_learn: int) -> tuple[str | None, str | None]:
+    """The trials' BatchNorm policy, from the cross-validation just run: the fine-tuning recipe keeps
+    AdaBN only when the probe on re-estimated features beats the one on the source features by one
+    standard error (``strategies._network.start_network``); ``adabn`` and ``linear`` at the final
+    codes are exactly those probes, scored on more images here, so each trial need not measure the
+    divergence and fit both probes again. (None, None) when adabn was not scored (similar data):
+    the recipe decides."""
+    linear = next((c for c in scores if c.strategy == "linear" and c.params.get("layer", "pool") == "pool"), None)
+    adabn = next((c for c in scores if c.strategy == "adabn" and c.params.get("layer") == "pool"), None)
+    if linear is None or adabn is None:
+        return None, None
+    margin = proportion_se(linear.mean, n_learn)
+    if adabn.mean > linear.mean + margin:
+        return "adabn", (f"Fine-tuning trials re-estimate the BatchNorm statistics (AdaBN): {adabn.label} "
+                         f"{100 * adabn.mean:.1f}% beats {linear.label} {100 * linear.mean:.1f}% by more than one "
+                         f"standard error ({100 * margin:.1f}).")
+    return "eval", (f"Fine-tuning trials keep the source BatchNorm statistics: {adabn.label} "
+                    f"{100 * adabn.mean:.1f}% does not beat {linear.label} {100 * linear.mean:.1f}% by one "
+                    f"standard error ({100 * margin:.1f}).")
 
 
 def _default_epochs(n_train: int) -> int:
