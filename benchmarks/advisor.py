@@ -71,7 +71,8 @@ TASKS = {
         # checks (breastmnist, trashnet 20/class, hymenoptera, flowers5 and MNIST at 10/class), the
         # feature-store candidates' (also MNIST at 100/class, digits), and the 10 tasks of the second
         # run of this benchmark (2026-11-30), after which Head2Toe's one-SE complexity was lowered to
-        # linear's and the fine-tunes' epoch 0 became linear itself.
+        # linear's and the fine-tunes' epoch 0 became linear itself. mnist_30 since the third run:
+        # its fine-tunes' floor decided how the recipe adopts AdaBN.
         TaskSpec("hymenoptera", "hymenoptera", None, tuned=True),
         TaskSpec("flowers5_10", "flowers5", 10, tuned=True),
         TaskSpec("flowers5_50", "flowers5", 50, tuned=True),
@@ -84,15 +85,20 @@ TASKS = {
         TaskSpec("trashnet_100", "trashnet", 100, tuned=True),
         TaskSpec("breastmnist_20", "breastmnist", 20, tuned=True),
         TaskSpec("digits_10", "digits", 10, tuned=True),
-        # Untouched: no rule, constant or default was chosen looking at them (flowers5_100 was never
-        # reached by the second run; the others are sizes no benchmark has run).
+        TaskSpec("mnist_30", "mnist", 30, MNIST_SCORED_PER_CLASS, tuned=True),
+        # Untouched: no rule, constant or default was chosen looking at their accuracies (the first
+        # six were first run by the second run of 2026-11-30, the last five by the third).
         TaskSpec("flowers5_100", "flowers5", 100),
         TaskSpec("hymenoptera_30", "hymenoptera", 30),
         TaskSpec("flowers5_25", "flowers5", 25),
         TaskSpec("trashnet_30", "trashnet", 30),
-        TaskSpec("mnist_30", "mnist", 30, MNIST_SCORED_PER_CLASS),
         TaskSpec("breastmnist_50", "breastmnist", 50),
         TaskSpec("digits_30", "digits", 30),
+        TaskSpec("hymenoptera_20", "hymenoptera", 20),
+        TaskSpec("flowers5_15", "flowers5", 15),
+        TaskSpec("trashnet_50", "trashnet", 50),
+        TaskSpec("breastmnist_100", "breastmnist", 100),
+        TaskSpec("digits_50", "digits", 50),
         # Larger, opt-in (--tasks): 20 minutes and more on 2 CPU cores at 5 epochs.
         TaskSpec("flowers5_all", "flowers5", None, tuned=True),
         TaskSpec("mnist_500", "mnist", 500, MNIST_SCORED_PER_CLASS, tuned=True),
@@ -181,18 +187,56 @@ def fit_one(bb, task_ds, roles, strategy: str, params: dict[str, Any], args) -> 
                                  seed=args.seed, progress=False, budget=args.budget)
         clf.fit(task_ds, roles=roles, run_dir=run_dir)
         wall = time.perf_counter() - t0
-        metrics = clf.evaluate(task_ds)  # the held-out split (test, else val)
+        correct = held_out_correct(clf, task_ds)  # the held-out split (test, else val), as evaluate scores
     extra = {}
     if strategy == "auto":
         sel = clf.advice_["selection"]
         extra = {"chosen": clf.strategy_, "selection": sel, "advice_cost": clf.advice_["cost"],
                  "rule_pick": clf.advice_["strategy"], "table_strategy": clf.advice_["table_strategy"],
                  "table_rule": clf.advice_["table_rule"]}
-    return {**extra, "accuracy": float(metrics["accuracy"]), "fit_seconds": round(float(clf.fit_seconds_), 2),
-            "wall_seconds": round(wall, 2),
-            "scored": metrics["split"], "params": {k: _plain(v) for k, v in clf.params_.items()},
+    return {**extra, "accuracy": float(correct.mean()), "fit_seconds": round(float(clf.fit_seconds_), 2),
+            "wall_seconds": round(wall, 2), "held_out_correct": pack(correct),
+            "scored": {"n": int(len(correct)), "fingerprint": task_ds.fingerprint},
+            "params": {k: _plain(v) for k, v in clf.params_.items()},
             "n_train": int(len(roles.train)), "n_val": int(len(roles.val)),
             "history": [{k: v for k, v in row.items() if k != "monitor_acc"} for row in clf.history_]}
+
+
+def scored_idx(task_ds) -> np.ndarray:
+    """The held-out images: the split ``TransferClassifier.evaluate`` scores (test, else val)."""
+    from transferkit.data.roles import scored_split_name
+
+    return np.flatnonzero(task_ds.splits == scored_split_name(task_ds))
+
+
+def held_out_correct(clf, task_ds) -> np.ndarray:
+    """Per held-out image, whether ``clf`` predicts its label."""
+    idx = scored_idx(task_ds)
+    truth = np.asarray(task_ds.classes)[np.asarray(task_ds.labels)[idx]]
+    return clf.predict(clf.images(task_ds)[idx]) == truth
+
+
+def pack(correct: np.ndarray) -> dict[str, Any]:
+    return {"n": int(len(correct)), "bits": np.packbits(correct.astype(np.uint8)).tobytes().hex()}
+
+
+def unpack(packed: dict[str, Any] | None) -> np.ndarray | None:
+    if not packed:
+        return None  # a result stored before the per-image record
+    return np.unpackbits(np.frombuffer(bytes.fromhex(packed["bits"]), np.uint8))[: packed["n"]].astype(bool)
+
+
+def paired(task_ds, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """A's held-out accuracy minus B's, paired image by image (``transferkit.stats.paired_delta``):
+    the difference, its 95% interval, p, and whether it is measurable."""
+    from transferkit.stats import paired_delta
+
+    ca, cb = unpack(a.get("held_out_correct")), unpack(b.get("held_out_correct"))
+    if ca is None or cb is None:
+        return None
+    y = np.asarray(task_ds.labels)[scored_idx(task_ds)]
+    d = paired_delta(y, (ca.astype(float) - cb.astype(float))[None, :])
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items() if k != "method"}
 
 
 def run_task(spec: TaskSpec, bb, base, args, entry: dict[str, Any], save: Callable[[], None]) -> None:
@@ -253,6 +297,9 @@ def run_task(spec: TaskSpec, bb, base, args, entry: dict[str, Any], save: Callab
         "auto_seconds": auto["wall_seconds"], "trials": [t["strategy"] for t in sel["trials"]],
         "oracle_seconds": round(fit_total + shared, 2), "tuned": spec.tuned,
         "majority_rate": entry["task"]["majority_rate"],
+        # Is the regret (best - auto) measurable on these held-out images? And the fine-tunes' floor?
+        "regret_test": paired(task_ds, oracle[best], auto),
+        "floor_test": {s: paired(task_ds, oracle["linear"], oracle[s]) for s in ("partial", "full")},
     }
     entry["complete"] = True
     save()
@@ -278,19 +325,25 @@ def goals(done: list[dict[str, Any]], label: str) -> dict[str, Any]:
     oracle_s = sum(s["oracle_seconds"] for s in done)
     share = float(np.mean(regrets <= REGRET_GOAL))
     ratios = [s["auto_seconds"] / s["oracle_seconds"] for s in done if s["oracle_seconds"]]
+    tested = [s["regret_test"] for s in done if s.get("regret_test")]
+    measurable = sum(t["decision"] == "a_better" for t in tested)
     out = {"tasks": len(done), "share_regret_le_1": share, "mean_regret": float(regrets.mean()),
            "mean_table_regret": float(table.mean()), "max_regret": float(regrets.max()),
            "auto_seconds": round(auto_s, 1), "oracle_seconds": round(oracle_s, 1),
            "cost_ratio": round(auto_s / oracle_s, 4) if oracle_s else None,
            "max_task_cost_ratio": round(max(ratios), 4) if ratios else None,
            "goal_share_met": share >= SHARE_GOAL, "goal_mean_met": float(regrets.mean()) < float(table.mean()),
-           "goal_cost_met": bool(oracle_s) and auto_s / oracle_s <= COST_GOAL}
+           "goal_cost_met": bool(oracle_s) and auto_s / oracle_s <= COST_GOAL,
+           "regret_measurable": measurable, "regret_tested": len(tested)}
     print(f"{label}: {len(done)} tasks; regret <= {REGRET_GOAL:g} point on {int((regrets <= REGRET_GOAL).sum())}/"
           f"{len(done)} = {100 * share:.0f}% (goal >= {100 * SHARE_GOAL:.0f}%: "
           f"{'met' if out['goal_share_met'] else 'NOT met'}); mean regret auto {regrets.mean():.2f} vs four-case "
           f"table {table.mean():.2f} ({'met' if out['goal_mean_met'] else 'NOT met'}); worst {regrets.max():.2f}; "
           f"cost auto {auto_s:.0f}s / every strategy {oracle_s:.0f}s = {out['cost_ratio']} (goal <= "
           f"{COST_GOAL:.2f}: {'met' if out['goal_cost_met'] else 'NOT met'}; worst task {out['max_task_cost_ratio']})")
+    if tested:
+        print(f"  auto measurably below the best strategy (paired 95% interval above 0 and p < 0.05 on the "
+              f"held-out images) on {measurable}/{len(tested)} tasks; on the others any regret is within noise")
     return out
 
 
@@ -305,7 +358,12 @@ def finetune_floor(results: dict[str, Any], names: list[str]) -> list[str]:
         for s in ("partial", "full"):
             acc = e["oracle"][s]["accuracy"]
             if acc < lin - 0.02 or acc < maj:
-                bad.append(f"{name}: {s} {100 * acc:.1f} (linear {100 * lin:.1f}, majority {100 * maj:.1f})")
+                test = (e["summary"].get("floor_test") or {}).get(s)
+                noise = "" if not test else (
+                    "; measurable" if test["decision"] == "a_better" else "; not measurable") + (
+                    f": {100 * test['diff']:+.1f} [{100 * test['low']:+.1f}, {100 * test['high']:+.1f}], "
+                    f"p = {test['p']:.2g}")
+                bad.append(f"{name}: {s} {100 * acc:.1f} (linear {100 * lin:.1f}, majority {100 * maj:.1f}{noise})")
     return bad
 
 
@@ -314,7 +372,7 @@ def report(results: dict[str, Any], names: list[str], epochs: int) -> dict[str, 
 
     strategies = strategy_names()
     header = ["task", "set", "n_train", "majority", *strategies, "best", "auto pick", "auto", "regret",
-              "table pick", "table regret", "auto s", "all s"]
+              "regret 95% interval", "table pick", "table regret", "auto s", "all s"]
     rows, done = [], []
     for name in names:
         e = results["tasks"].get(name)
@@ -328,11 +386,13 @@ def report(results: dict[str, Any], names: list[str], epochs: int) -> dict[str, 
                      *(f"{100 * e['oracle'][k]['accuracy']:.1f}" if k in e["oracle"] else "-" for k in strategies),
                      f"{s['oracle_best']} {100 * s['oracle_best_accuracy']:.1f}",
                      s["auto_pick"] + (f" (tried {trials})" if trials else ""),
-                     f"{100 * s['auto_accuracy']:.1f}", f"{s['regret']:.1f}", s["table_pick"],
+                     f"{100 * s['auto_accuracy']:.1f}", f"{s['regret']:.1f}", _interval(s.get("regret_test")),
+                     s["table_pick"],
                      f"{s['table_regret']:.1f}", f"{s['auto_seconds']:.0f}", f"{s['oracle_seconds']:.0f}"])
     print()
     print(f"accuracy on each task's held-out split, %; network strategies {epochs} epochs, auto with --epochs "
-          f"{epochs}; regret in points (best strategy - pick); seconds are wall time of each fit")
+          f"{epochs}; regret in points (best strategy - pick), its paired 95% interval on the held-out images "
+          "(* measurable: above 0 and p < 0.05); seconds are wall time of each fit")
     print(format_table(rows, header) if rows else "(no complete task)")
     if not done:
         return {}
@@ -349,6 +409,13 @@ def report(results: dict[str, Any], names: list[str], epochs: int) -> dict[str, 
     if summary["missing"]:
         print(f"missing tasks: {', '.join(summary['missing'])} (goals judged on the tasks above only)")
     return summary
+
+
+def _interval(test: dict[str, Any] | None) -> str:
+    if not test:
+        return "-"
+    mark = " *" if test["decision"] == "a_better" else ""  # measurable
+    return f"[{100 * test['low']:+.1f}, {100 * test['high']:+.1f}]{mark}"
 
 
 # ---------------------------------------------------------------------------------- main
