@@ -29,7 +29,7 @@ carves its model-selection images out of them; fastai trains on all of them).
     uv sync --group bench
     uv run python benchmarks/peer_fastai.py --quick                        # hymenoptera subsample, 1 epoch
     uv run python benchmarks/peer_fastai.py                                # hymenoptera, fine_tune(4)
-    uv run python benchmarks/peer_fastai.py --data ../shared/data/flowers5 # fine_tune(7), ~40 min on 2 cores
+    uv run python benchmarks/peer_fastai.py --data ../shared/data/flowers5 # fine_tune(7), ~27 min on 2 cores
     uv run python benchmarks/peer_fastai.py --tk-args '--epochs 8'         # extra `transferkit fit` options
 """
 
