@@ -358,8 +358,7 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: ArrayData | None, monit
         m = evaluate(run.fabric, run.net, val, eval_bs, smoothing)
         row["val_loss"], row["val_acc"], row["val_balanced_acc"] = m["loss"], m["accuracy"], m["balanced_accuracy"]
         score = m[run.config.selection_metric]
-        # Against a start scored by cross-validation, by one standard error (breastmnist 20/class: the
-        # best of 5 noisy epochs on 8 selection images beat an honest estimate by chance).
+        # Against a start scored by cross-validation, measurably (engine/start.py: margin_to_beat).
         if run.best_acc is None or score > run.best_acc + margin_to_beat(run):
             run.best_acc, run.best_epoch, run.stale, improved = score, epoch + 1, 0, True
             run.best_state = state_to_cpu(run.net)
