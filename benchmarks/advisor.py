@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from transferkit.stats import A_BETTER  # a paired comparison's "measurable" decision
+
 REPO = Path(__file__).resolve().parents[1]
 CARD = "mobilenetv1_075.keras_in1k.json"
 MNIST_SCORED_PER_CLASS = 200  # a fixed 2,000-image held-out set from MNIST's test split
@@ -326,7 +328,7 @@ def goals(done: list[dict[str, Any]], label: str) -> dict[str, Any]:
     share = float(np.mean(regrets <= REGRET_GOAL))
     ratios = [s["auto_seconds"] / s["oracle_seconds"] for s in done if s["oracle_seconds"]]
     tested = [s["regret_test"] for s in done if s.get("regret_test")]
-    measurable = sum(t["decision"] == "a_better" for t in tested)
+    measurable = sum(t["decision"] == A_BETTER for t in tested)
     out = {"tasks": len(done), "share_regret_le_1": share, "mean_regret": float(regrets.mean()),
            "mean_table_regret": float(table.mean()), "max_regret": float(regrets.max()),
            "auto_seconds": round(auto_s, 1), "oracle_seconds": round(oracle_s, 1),
@@ -360,7 +362,7 @@ def finetune_floor(results: dict[str, Any], names: list[str]) -> list[str]:
             if acc < lin - 0.02 or acc < maj:
                 test = (e["summary"].get("floor_test") or {}).get(s)
                 noise = "" if not test else (
-                    "; measurable" if test["decision"] == "a_better" else "; not measurable") + (
+                    "; measurable" if test["decision"] == A_BETTER else "; not measurable") + (
                     f": {100 * test['diff']:+.1f} [{100 * test['low']:+.1f}, {100 * test['high']:+.1f}], "
                     f"p = {test['p']:.2g}")
                 bad.append(f"{name}: {s} {100 * acc:.1f} (linear {100 * lin:.1f}, majority {100 * maj:.1f}{noise})")
@@ -414,7 +416,7 @@ def report(results: dict[str, Any], names: list[str], epochs: int) -> dict[str, 
 def _interval(test: dict[str, Any] | None) -> str:
     if not test:
         return "-"
-    mark = " *" if test["decision"] == "a_better" else ""  # measurable
+    mark = " *" if test["decision"] == A_BETTER else ""  # measurable
     return f"[{100 * test['low']:+.1f}, {100 * test['high']:+.1f}]{mark}"
 
 

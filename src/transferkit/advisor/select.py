@@ -34,6 +34,7 @@ import numpy as np
 
 from ..stats import proportion_se
 from ..strategies import strategy_class, strategy_names
+from ..strategies._recipe import adabn_beats_source
 from ._json import json_ready
 from .trials import Trial, network_arms, run_trials, selection_accuracy
 
@@ -389,18 +390,17 @@ def select(advice: Advice, *, make_ctx: Callable[..., FitContext], epochs: int |
 
 
 def trial_batchnorm(scores: list[CandidateScore], n_learn: int) -> tuple[str | None, str | None]:
-    """The trials' BatchNorm policy, from the cross-validation just run: the fine-tuning recipe keeps
-    AdaBN only when the probe on re-estimated features beats the one on the source features by one
-    standard error (``strategies._network.start_network``); ``adabn`` and ``linear`` at the final
-    codes are exactly those probes, scored on more images here, so each trial need not measure the
-    divergence and fit both probes again. (None, None) when adabn was not scored (similar data):
-    the recipe decides."""
+    """The trials' BatchNorm policy, from the cross-validation just run: the fine-tuning recipe's
+    AdaBN rule (``strategies._recipe.adabn_beats_source``) applied to ``adabn`` and ``linear`` at
+    the final codes, which are exactly the two probes the recipe compares, scored on more images
+    here; so each trial need not measure the divergence and fit both probes again. (None, None)
+    when adabn was not scored (similar data): the recipe decides."""
     linear = next((c for c in scores if c.strategy == "linear" and c.params.get("layer", "pool") == "pool"), None)
     adabn = next((c for c in scores if c.strategy == "adabn" and c.params.get("layer") == "pool"), None)
     if linear is None or adabn is None:
         return None, None
-    margin = proportion_se(linear.mean, n_learn)
-    if adabn.mean > linear.mean + margin:
+    adopted, margin = adabn_beats_source(linear.mean, adabn.mean, n_learn)
+    if adopted:
         return "adabn", (f"Fine-tuning trials re-estimate the BatchNorm statistics (AdaBN): {adabn.label} "
                          f"{100 * adabn.mean:.1f}% beats {linear.label} {100 * linear.mean:.1f}% by more than one "
                          f"standard error ({100 * margin:.1f}).")

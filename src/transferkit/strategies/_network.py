@@ -22,7 +22,7 @@ from ..engine.data import to_input
 from ..engine.freezing import reestimate_bn_statistics
 from ..errors import ConfigError, DataError, StoreError
 from ..io import atomic_path, atomic_write_json
-from ._recipe import resolve_bn_policy, resolve_class_weight, resolve_warmup
+from ._recipe import adabn_beats_source, resolve_bn_policy, resolve_class_weight, resolve_warmup
 from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, read_model_files
 
 if TYPE_CHECKING:
@@ -266,7 +266,6 @@ def start_network(net: nn.Module, ctx: FitContext, backbone: Backbone, images: n
     AdaBN's 82.5% held-out against ``linear``'s 85.7%; on breastmnist the re-estimated features gave
     a worse probe (0.756 against 0.827 held-out), so a far divergence alone does not decide it.
     """
-    from ..stats import proportion_se
     from ._probe import learnable_indices
 
     bn = recipe["batchnorm"]
@@ -284,12 +283,13 @@ def start_network(net: nn.Module, ctx: FitContext, backbone: Backbone, images: n
         return info, start
     bn["layers_reestimated"] = reestimate_bn_statistics(net, train.images, device=ctx.device)
     adapted_info, adapted = _probe_start(net, ctx, backbone, images, recipe, adapted=True)
-    margin = proportion_se(start.score, len(learnable_indices(ctx)))
+    adopted, margin = adabn_beats_source(start.score, None if adapted is None else adapted.score,
+                                         len(learnable_indices(ctx)))
     bn["start_scores"] = {"source statistics": round(start.score, 4),
                           "re-estimated": None if adapted is None else round(adapted.score, 4),
                           "margin": round(margin, 4), "metric": f"cross-validated {info['cv_metric']} of the "
                           "linear probe on the learnable images"}
-    if adapted is not None and adapted.score > start.score + margin:
+    if adopted:
         bn["reason"] += (f"; the re-estimated features' probe scores {adapted.score:.3f} in cross-validation, "
                          f"more than one standard error ({margin:.3f}) above {start.score:.3f}")
         return adapted_info, adapted

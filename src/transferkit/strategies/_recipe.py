@@ -84,6 +84,18 @@ def bn_divergence(backbone: Backbone, images: np.ndarray, train_idx: np.ndarray,
     return float(np.mean(list(by_group.values()))), by_group
 
 
+def adabn_beats_source(source_score: float, adapted_score: float | None, n_learn: int) -> tuple[bool, float]:
+    """The recipe's AdaBN rule, on cross-validated scores of the linear probe over ``n_learn``
+    learnable images: (keep AdaBN, the margin). The re-estimated features must beat the source
+    features by one standard error of the source's score; AdaBN is the change, so a tie keeps the
+    source statistics. ``_network.start_network`` applies it, and ``auto`` applies it once for its
+    fine-tuning trials (``advisor.select.trial_batchnorm``)."""
+    from ..stats import proportion_se
+
+    margin = proportion_se(source_score, n_learn)
+    return adapted_score is not None and adapted_score > source_score + margin, margin
+
+
 def resolve_bn_policy(value: Any, *, pretrained: bool, backbone: Backbone, images: np.ndarray,
                       train_idx: np.ndarray, seed: int, device: str) -> dict[str, Any]:
     """{"bn_policy" (the engine's), "adabn" (re-estimate first), "requested", measurement...}."""
