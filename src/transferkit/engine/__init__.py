@@ -9,8 +9,8 @@ callback machinery. Hugging Face Accelerate would do the same job but pulls in t
 Modules: ``config`` (TrainConfig), ``data`` (uint8 arrays, augmentation, sampler), ``freezing``
 (parameter groups, freezing, BatchNorm policy, optimizer, schedule), ``checkpoint`` (atomic
 per-epoch checkpoints, RNG state, resume checks), ``fabric`` (the Fabric of a run), ``loop``
-(fit_network), ``start`` (epoch 0 as a candidate: StartCandidate), ``progress`` (its console bar),
-``evaluate`` (evaluation, predict_logits).
+(fit_network), ``run`` (a run's state), ``start`` (epoch 0 as a candidate: StartCandidate),
+``progress`` (its console bar), ``evaluate`` (evaluation, predict_logits).
 Device and precision are resolved by ``transferkit.runtime``.
 
 What the loop guarantees:

@@ -6,7 +6,6 @@ The guarantees it keeps are listed in the package docstring (``transferkit.engin
 from __future__ import annotations
 
 import gc
-import logging
 import math
 import os
 import time
@@ -28,11 +27,10 @@ from .config import TrainConfig
 from .data import ArrayData, EpochSampler, UInt8ImageDataset, to_input
 from .evaluate import evaluate
 from .fabric import make_fabric, precision_name
-from .freezing import Groups, apply_bn_policy, build_optimizer, build_scheduler, network_groups, set_frozen
+from .freezing import apply_bn_policy, build_optimizer, build_scheduler, network_groups, set_frozen
 from .progress import epoch_progress
+from .run import Run
 from .start import StartCandidate, adopt_start, evaluate_start, margin_to_beat
-
-log = logging.getLogger("transferkit.engine")
 
 # Largest micro-batch on the CPU: a MobileNet v1 training step ran at 106 img/s with 16 images and
 # 82 img/s with 32 on the 2-core reference machine (bf16, channels_last): the activations of 32
@@ -63,50 +61,6 @@ def cpu_micro_splits(batch: int, device: torch.device) -> int:
 
 
 # ------------------------------------------------------------------------------ the loop
-@dataclass
-class _Run:
-    """One training run: what ``_setup`` builds, and the state the epochs update and checkpoint."""
-
-    fabric: Any
-    config: TrainConfig
-    net: nn.Module
-    groups: Groups
-    optimizer: torch.optim.Optimizer
-    optimizer_f: Any  # the Fabric-wrapped optimizer
-    scheduler: Any
-    lr_of: dict[str, float]
-    dataset: UInt8ImageDataset
-    sampler: EpochSampler
-    loader: Any
-    per_rank: int
-    ckpt: Checkpointer
-    run_dir: Path
-    history: list[dict[str, Any]]
-    criterion: nn.Module
-    events: list[str] = field(default_factory=list)
-    micro_splits: int = 1
-    model: Any = None  # the Fabric-wrapped module, rebuilt when the frozen set changes
-    frozen: list[str] | None = None
-    start_epoch: int = 0
-    step: int = 0
-    best_acc: float | None = None
-    best_epoch: int | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    stale: int = 0
-    resumed_from: int | None = None
-    stopped_early: bool = False
-    start_val_acc: float | None = None
-    start_margin: float = 0.0
-
-    @property
-    def names(self) -> list[str]:
-        return [n for n, _ in self.groups]
-
-    def event(self, msg: str) -> None:
-        self.events.append(msg)
-        log.warning(msg) if "out of memory" in msg else log.info(msg)
-
-
 def fit_network(
     net: nn.Module,
     train: ArrayData,
@@ -179,7 +133,7 @@ def fit_network(
 
 
 def _setup(net: nn.Module, train: ArrayData, config: TrainConfig, run_dir: Path, fabric,
-           pretrained_body: bool, history: list[dict[str, Any]]) -> _Run:
+           pretrained_body: bool, history: list[dict[str, Any]]) -> Run:
     """Model on the device, parameter groups, optimizer, per-rank data loader, schedule."""
     ws = fabric.world_size
     torch.manual_seed(config.seed)
@@ -195,7 +149,7 @@ def _setup(net: nn.Module, train: ArrayData, config: TrainConfig, run_dir: Path,
     loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     scheduler = build_scheduler(optimizer, [n for n, _ in groups], config, steps_per_epoch)
-    run = _Run(fabric=fabric, config=config, net=net, groups=groups, optimizer=optimizer,
+    run = Run(fabric=fabric, config=config, net=net, groups=groups, optimizer=optimizer,
                optimizer_f=fabric.setup_optimizers(optimizer), scheduler=scheduler, lr_of=lr_of,
                dataset=dataset, sampler=sampler, loader=loader, per_rank=per_rank,
                ckpt=Checkpointer(run_dir), run_dir=run_dir, history=history,
@@ -207,7 +161,7 @@ def _setup(net: nn.Module, train: ArrayData, config: TrainConfig, run_dir: Path,
     return run
 
 
-def _restore(run: _Run) -> None:
+def _restore(run: Run) -> None:
     """Continue from the last completed epoch's checkpoint, when there is one."""
     latest = run.ckpt.latest()
     if latest is None:
@@ -232,7 +186,7 @@ def _restore(run: _Run) -> None:
         run.start_epoch = run.config.epochs  # the run had finished
 
 
-def _start_epoch(run: _Run, epoch: int) -> None:
+def _start_epoch(run: Run, epoch: int) -> None:
     """Apply the epoch's frozen groups (re-wrapping the module when they change), seeds, train mode."""
     frozen = run.config.frozen_groups(run.names, epoch)
     if frozen != run.frozen or run.model is None:
@@ -251,7 +205,7 @@ def _start_epoch(run: _Run, epoch: int) -> None:
     apply_bn_policy(run.net, run.config.bn_policy)
 
 
-def _train_epoch(run: _Run, epoch: int, bar, fault: Callable[[int, int], None] | None) -> dict[str, Any]:
+def _train_epoch(run: Run, epoch: int, bar, fault: Callable[[int, int], None] | None) -> dict[str, Any]:
     """One pass over this rank's shard; returns the epoch's history row (train columns filled)."""
     _start_epoch(run, epoch)
     fabric, config = run.fabric, run.config
@@ -291,7 +245,7 @@ def _train_epoch(run: _Run, epoch: int, bar, fault: Callable[[int, int], None] |
     }
 
 
-def _train_batch_backing_off(run: _Run, x, y, sync: bool, epoch: int, bi: int) -> tuple[float, int]:
+def _train_batch_backing_off(run: Run, x, y, sync: bool, epoch: int, bi: int) -> tuple[float, int]:
     """``_train_batch``, retried in twice as many micro-batches after a CUDA out-of-memory."""
     while True:
         try:
@@ -329,7 +283,7 @@ def _train_batch(fabric, model, criterion, x, y, splits: int, grad_accum: int, s
     return loss_total / n, correct
 
 
-def _check_finite(run: _Run, loss: float, epoch: int) -> None:
+def _check_finite(run: Run, loss: float, epoch: int) -> None:
     """Raise TrainingDivergedError on every rank when any rank's batch loss is NaN or infinite."""
     finite = torch.tensor([1.0 if math.isfinite(loss) else 0.0], device=run.fabric.device)
     if run.fabric.world_size > 1:
@@ -346,7 +300,7 @@ def _check_finite(run: _Run, loss: float, epoch: int) -> None:
     )
 
 
-def _evaluate_epoch(run: _Run, row: dict[str, Any], val: ArrayData | None, monitor: ArrayData | None,
+def _evaluate_epoch(run: Run, row: dict[str, Any], val: ArrayData | None, monitor: ArrayData | None,
                     epoch: int) -> bool:
     """Fill the row's val / monitor columns and track the best epoch; True when val improved."""
     eval_bs, smoothing = run.per_rank * 2, run.config.label_smoothing
@@ -369,7 +323,7 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: ArrayData | None, monit
     return improved
 
 
-def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
+def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
     """Rank 0: the epoch's checkpoint (atomic), then ``history.json``."""
     frozen = run.frozen or []
     meta = {
@@ -404,7 +358,7 @@ def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
     kill_point("engine.epoch_end")
 
 
-def _finish(run: _Run, done_epochs: int) -> TrainResult:
+def _finish(run: Run, done_epochs: int) -> TrainResult:
     """Best-on-val weights (when there was a val set), nothing frozen, eval mode."""
     if run.best_state is not None:
         run.net.load_state_dict(run.best_state)

@@ -17,7 +17,6 @@ selection images; a fine-tune that never beats it must end with it, not below it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,9 +24,7 @@ from ..stats import proportion_se
 from .checkpoint import state_to_cpu
 from .data import ArrayData
 from .evaluate import evaluate
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .loop import _Run
+from .run import Run
 
 # One-sided 95%: the standard transferkit holds a "measurable" difference to (``transferkit.stats``).
 MEASURABLE_Z = 1.645
@@ -48,7 +45,7 @@ class StartCandidate:
     n_val: int = 0
 
 
-def evaluate_start(run: _Run, val: ArrayData) -> None:
+def evaluate_start(run: Run, val: ArrayData) -> None:
     """Score the starting network on the selection images and make it the best so far (epoch 0)."""
     metric = run.config.selection_metric
     acc = evaluate(run.fabric, run.net, val, run.per_rank * 2, run.config.label_smoothing)[metric]  # fp32
@@ -57,7 +54,7 @@ def evaluate_start(run: _Run, val: ArrayData) -> None:
               "(epoch 0, a candidate).")
 
 
-def adopt_start(run: _Run, start: StartCandidate) -> None:
+def adopt_start(run: Run, start: StartCandidate) -> None:
     """Make the caller's epoch-0 candidate the best so far."""
     run.best_acc = run.start_val_acc = float(start.score)
     run.best_epoch = 0
@@ -70,7 +67,7 @@ def adopt_start(run: _Run, start: StartCandidate) -> None:
               "on the selection images.")
 
 
-def margin_to_beat(run: _Run) -> float:
+def margin_to_beat(run: Run) -> float:
     """How much an epoch must beat the best so far by: the start's margin while the start (scored
     elsewhere, e.g. by cross-validation) is the best, else nothing (epochs on the same images)."""
     return run.start_margin if run.best_epoch == 0 else 0.0
