@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -40,7 +41,23 @@ def make_fabric(device: str = "auto", precision: str = "auto"):
         precision=training_precision(precision, dev),
     )
     fabric.launch()
+    if ws > 1:  # once per process, however many fits it runs
+        atexit.unregister(_destroy_process_group)
+        atexit.register(_destroy_process_group)
     return fabric
+
+
+def _destroy_process_group() -> None:
+    """Tear the process group down while the interpreter is still alive.
+
+    Without it, gloo's worker threads outlive the interpreter at exit and a rank can abort
+    ("terminate called without an active exception", SIGABRT) after its fit finished, which
+    torchrun reports as a failed run. A no-op when the caller already destroyed it.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def precision_name(fabric) -> str:
