@@ -1,7 +1,8 @@
 """Heads on stored features of one or several cut points: the shared code of ``head2toe``, ``adabn``, ``knn``.
 
 A feature-store candidate is fitted in two steps that ``auto``'s cross-validation and the
-strategy's own ``fit`` share (``FeatureStoreStrategy.candidate_features`` then ``fit_arrays``):
+strategy's own ``fit`` (``families.StoreHeadStrategy.fit_store_head``) share
+(``FeatureStoreStrategy.candidate_features`` then ``fit_arrays``):
 the features of every image at the candidate's cut points, then a head fitted on the rows of the
 training fold. ``fit_arrays`` returns a ``FittedHead``: callable as ``predict_proba`` on feature
 arrays, and holding the torch module (``head.module``: per-layer features -> logits) that
@@ -16,7 +17,6 @@ plus the identity of the adaptation, and rebuilt on load from the source backbon
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,11 +28,10 @@ from torch import nn
 
 from ..errors import StoreError
 from ..io import atomic_path, atomic_write_json
-from .base import MODEL_CONFIG, MODEL_WEIGHTS, FitContext, FittedModel, check_backbone_weights, read_model_files
+from .base import MODEL_CONFIG, MODEL_WEIGHTS, FittedModel, check_backbone_weights, read_model_files
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
-    from .families import FeatureStoreStrategy
 
 
 # ------------------------------------------------------------------------------------ heads
@@ -266,35 +265,3 @@ class StoreHeadModel(FittedModel):
         return cls(backbone=backbone, strategy=config["strategy"], head=head, pool=config["pool"],
                    classes=config["classes"], precision=config.get("precision", "fp32"), info=config.get("info"),
                    adaptation=adaptation, feature_backbone=feature_backbone)
-
-
-def fit_store_head(strategy: type[FeatureStoreStrategy], ctx: FitContext, params: dict[str, Any], *,
-                   adaptation: dict[str, Any] | None = None,
-                   feature_backbone: Backbone | None = None) -> StoreHeadModel:
-    """A strategy's ``fit`` through its own CV interface: ``candidate_features``, then ``fit_arrays`` on
-    every learnable image (train + selection: the head chooses its settings by cross-validation inside
-    them), so what ``auto`` scores is what ``fit`` trains."""
-    from ..runtime import resolve_device, resolve_precision
-    from ._probe import learnable_indices
-
-    start = time.perf_counter()
-    features = strategy.candidate_features(ctx, params)
-    idx = learnable_indices(ctx)
-    labels = np.asarray(ctx.dataset.labels)
-    head = strategy.fit_arrays({k: v[idx] for k, v in features.items()}, labels[idx], len(ctx.dataset.classes),
-                               params, ctx.seed)
-    info = dict(head.info)
-    info["train_seconds"] = round(time.perf_counter() - start, 3)
-    precision = resolve_precision(ctx.precision, resolve_device(ctx.device), "extract")
-    model = StoreHeadModel(backbone=ctx.backbone, strategy=strategy.name, head=head, pool=params.get("pool", "avg"),
-                           classes=ctx.dataset.classes, precision=precision, info=info, adaptation=adaptation,
-                           feature_backbone=feature_backbone)
-    if ctx.monitor_idx is not None and len(ctx.monitor_idx):
-        # No epochs: the learning curve is one point on the held-out split, like the other probes.
-        proba = head({k: v[ctx.monitor_idx] for k, v in features.items()})
-        acc = float((proba.argmax(1) == labels[ctx.monitor_idx]).mean())
-        row = {"epoch": 1, "monitor_acc": acc}
-        if "cv_accuracy" in info:  # absent when nothing was chosen (e.g. knn with k given)
-            row["val_acc"] = info["cv_accuracy"]
-        ctx.history.append(row)
-    return model

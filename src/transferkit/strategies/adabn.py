@@ -103,14 +103,12 @@ class AdaBNStrategy(StoreHeadStrategy):
 
     def fit(self, ctx: FitContext) -> FittedModel:
         from ..errors import ConfigError
-        from ._store_head import fit_store_head
-
         if not self.cv_candidates(ctx.backbone):
             raise ConfigError(f"Backbone {ctx.backbone.name!r} has no BatchNorm layers, so adabn would be the "
                               "'intermediate' strategy; use that one.")
         adapted, adaptation = adapted_backbone(ctx)
-        model = fit_store_head(type(self), ctx, {**self.defaults, **ctx.params}, adaptation=adaptation,
-                               feature_backbone=adapted)
+        model = self.fit_store_head(ctx, {**self.defaults, **ctx.params}, adaptation=adaptation,
+                                    feature_backbone=adapted)
         model.info["adaptation"] = adaptation
         return model
 

@@ -126,12 +126,45 @@ class FeatureStoreStrategy(Strategy):
 
 class StoreHeadStrategy(FeatureStoreStrategy):
     """A feature-store strategy whose ``fit`` is its cross-validation interface run on every learnable
-    image (``_store_head.fit_store_head``), saved as a ``_store_head.StoreHeadModel``."""
+    image (``fit_store_head``), saved as a ``_store_head.StoreHeadModel``."""
 
     def fit(self, ctx: FitContext) -> FittedModel:
-        from ._store_head import fit_store_head
+        return self.fit_store_head(ctx, {**self.defaults, **ctx.params})
 
-        return fit_store_head(type(self), ctx, {**self.defaults, **ctx.params})
+    @classmethod
+    def fit_store_head(cls, ctx: FitContext, params: dict[str, Any], *, adaptation: dict[str, Any] | None = None,
+                       feature_backbone: Backbone | None = None) -> FittedModel:
+        """``fit`` through the CV interface: ``candidate_features``, then ``fit_arrays`` on every
+        learnable image (train + selection: the head chooses its settings by cross-validation inside
+        them), so what ``auto`` scores is what ``fit`` trains. ``adaptation``/``feature_backbone``:
+        a backbone with re-estimated BatchNorm statistics (``adabn``)."""
+        import time
+
+        from ..runtime import resolve_device, resolve_precision
+        from ._probe import learnable_indices
+        from ._store_head import StoreHeadModel
+
+        start = time.perf_counter()
+        features = cls.candidate_features(ctx, params)
+        idx = learnable_indices(ctx)
+        labels = np.asarray(ctx.dataset.labels)
+        head = cls.fit_arrays({k: v[idx] for k, v in features.items()}, labels[idx], len(ctx.dataset.classes),
+                              params, ctx.seed)
+        info = dict(head.info)
+        info["train_seconds"] = round(time.perf_counter() - start, 3)
+        precision = resolve_precision(ctx.precision, resolve_device(ctx.device), "extract")
+        model = StoreHeadModel(backbone=ctx.backbone, strategy=cls.name, head=head, pool=params.get("pool", "avg"),
+                               classes=ctx.dataset.classes, precision=precision, info=info, adaptation=adaptation,
+                               feature_backbone=feature_backbone)
+        if ctx.monitor_idx is not None and len(ctx.monitor_idx):
+            # No epochs: the learning curve is one point on the held-out split, like the other probes.
+            proba = head({k: v[ctx.monitor_idx] for k, v in features.items()})
+            acc = float((proba.argmax(1) == labels[ctx.monitor_idx]).mean())
+            row = {"epoch": 1, "monitor_acc": acc}
+            if "cv_accuracy" in info:  # absent when nothing was chosen (e.g. knn with k given)
+                row["val_acc"] = info["cv_accuracy"]
+            ctx.history.append(row)
+        return model
 
     @classmethod
     def load(cls, directory: Path, backbone: Backbone) -> FittedModel:
