@@ -19,6 +19,11 @@ marked *tuned* (looked at while rules were decided) or *untouched*; the goals ar
 for the tuned and for the untouched ones separately. Also checked: partial and full never more
 than 2 points below linear, never below the majority-class rate.
 
+How fine a regret the held-out sets can resolve (``half_split_reference``): over random halves of
+each task's held-out images, the strategy best on one half is scored on the other; the share of
+tasks where that pick is within 1 point is what a selector that saw half the scored images would
+reach, printed beside auto's share on the same halves.
+
 Results go to ``--out`` (JSON, written atomically after every step); a second run with the same
 settings skips what is already there, so an interrupted sweep resumes where it stopped.
 
@@ -52,6 +57,7 @@ VAL_FRACTION = 0.15  # as compare.py: stratified share of train for model select
 REGRET_GOAL = 1.0  # points
 SHARE_GOAL = 0.8
 COST_GOAL = 1 / 3  # auto's wall time over the sum of every strategy's
+HALF_SPLIT_DRAWS = 1000  # random halves of the held-out images for the noise reference
 
 
 @dataclass(frozen=True)
@@ -307,6 +313,35 @@ def run_task(spec: TaskSpec, bb, base, args, entry: dict[str, Any], save: Callab
     save()
 
 
+def half_split_reference(oracle: dict[str, Any], auto: dict[str, Any], draws: int = HALF_SPLIT_DRAWS,
+                         seed: int = 0) -> dict[str, float] | None:
+    """How often a regret <= REGRET_GOAL is reachable at this held-out size, by a selector far better
+    informed than ``auto``: over ``draws`` random halves of the held-out images, the strategy best
+    on half A is scored on half B (regret against the best on half B), and so is ``auto``'s pick.
+
+    ``best_on_half``: the probability that the pick made on half A is within REGRET_GOAL of the best
+    on half B (it saw as many images of the scored distribution as half the held-out set, which
+    auto's cross-validation on a few dozen training images does not). ``auto``: the same for
+    auto's pick on the same halves. None when a per-image record is missing."""
+    names = sorted(oracle)
+    rows = [unpack(oracle[s].get("held_out_correct")) for s in names]
+    mine = unpack(auto.get("held_out_correct"))
+    if mine is None or any(r is None for r in rows):
+        return None
+    m = np.stack(rows).astype(np.float64)
+    n = m.shape[1]
+    rng = np.random.default_rng(seed)
+    hit_best = hit_auto = 0
+    for _ in range(draws):
+        perm = rng.permutation(n)
+        a, b = perm[: n // 2], perm[n // 2:]
+        on_b = m[:, b].mean(1)
+        top = on_b.max()
+        hit_best += 100 * (top - on_b[int(np.argmax(m[:, a].mean(1)))]) <= REGRET_GOAL + 1e-9
+        hit_auto += 100 * (top - mine[b].mean()) <= REGRET_GOAL + 1e-9
+    return {"best_on_half": hit_best / draws, "auto": hit_auto / draws, "draws": draws}
+
+
 # ------------------------------------------------------------------------------- output
 def format_table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -343,6 +378,14 @@ def goals(done: list[dict[str, Any]], label: str) -> dict[str, Any]:
           f"table {table.mean():.2f} ({'met' if out['goal_mean_met'] else 'NOT met'}); worst {regrets.max():.2f}; "
           f"cost auto {auto_s:.0f}s / every strategy {oracle_s:.0f}s = {out['cost_ratio']} (goal <= "
           f"{COST_GOAL:.2f}: {'met' if out['goal_cost_met'] else 'NOT met'}; worst task {out['max_task_cost_ratio']})")
+    halves = [s["half_split"] for s in done if s.get("half_split")]
+    if halves:
+        out["half_split_best_on_half"] = float(np.mean([h["best_on_half"] for h in halves]))
+        out["half_split_auto"] = float(np.mean([h["auto"] for h in halves]))
+        print(f"  noise reference ({len(halves)} tasks, random halves of the held-out images): the strategy best on "
+              f"one half is within {REGRET_GOAL:g} point of the best on the other half on "
+              f"{100 * out['half_split_best_on_half']:.0f}% of tasks (expected); auto's pick on the same halves "
+              f"{100 * out['half_split_auto']:.0f}%")
     if tested:
         print(f"  auto measurably below the best strategy (paired 95% interval above 0 and p < 0.05 on the "
               f"held-out images) on {measurable}/{len(tested)} tasks; on the others any regret is within noise")
@@ -381,6 +424,7 @@ def report(results: dict[str, Any], names: list[str], epochs: int) -> dict[str, 
         if not e or not e.get("complete"):
             continue
         s = e["summary"]
+        s["half_split"] = half_split_reference(e["oracle"], e["auto"])
         done.append(s)
         trials = "+".join(s["trials"])
         rows.append([name, "tuned" if s["tuned"] else "untouched", e["task"]["n_train"],

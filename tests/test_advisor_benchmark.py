@@ -50,3 +50,18 @@ def test_a_regret_is_measurable_only_beyond_its_noise(sweep, digits):
         assert test["diff"] == pytest.approx((best.sum() - auto.sum()) / n, abs=1e-4)
         assert (test["decision"] == "a_better") is measurable and test["low"] <= test["diff"] <= test["high"]
     assert sweep.paired(digits, {"held_out_correct": sweep.pack(best)}, {}) is None  # an older result
+
+
+def test_the_half_split_reference_separates_clear_winners_from_noise(sweep):
+    rng = np.random.default_rng(0)
+    n = 400
+    strong, weak = rng.random(n) < 0.95, rng.random(n) < 0.60
+    packed = {"strong": {"held_out_correct": sweep.pack(strong)}, "weak": {"held_out_correct": sweep.pack(weak)}}
+    clear = sweep.half_split_reference(packed, {"held_out_correct": sweep.pack(weak)}, draws=200)
+    assert clear["best_on_half"] == 1.0 and clear["auto"] == 0.0  # a 35-point gap: never confused
+    # Two strategies of the same true accuracy: which one looks best on a half is a coin toss,
+    # and on 200 images a coin toss is often more than a point away.
+    twins = {k: {"held_out_correct": sweep.pack(rng.random(n) < 0.8)} for k in ("a", "b")}
+    tie = sweep.half_split_reference(twins, twins["a"], draws=200)
+    assert 0.2 < tie["best_on_half"] < 1.0 and 0.2 < tie["auto"] < 1.0
+    assert sweep.half_split_reference(packed, {}) is None  # a result stored before the per-image record
