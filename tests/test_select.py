@@ -34,6 +34,22 @@ def test_one_se_rule_breaks_complexity_ties_by_mean():
     assert one_se_choice([a, b])[0] is b
 
 
+def test_a_cut_point_chosen_among_many_wins_only_beyond_one_standard_error():
+    """flowers5 25/class: intermediate(stage2) led Head2Toe by 0.4 points of CV (SE 4.1), the best of
+    several cut points by chance; Head2Toe (all of them, no choice) was 7 points better held-out."""
+    from transferkit.strategies import strategy_class
+
+    def scored(strategy: str, mean: float, layer: str | None = None) -> CandidateScore:
+        return CandidateScore(strategy, {"layer": layer} if layer else {}, mean, 0.041, 10, 0.0,
+                              strategy_class(strategy).complexity)
+
+    cut, h2t, linear = scored("intermediate", 0.608, "stage2"), scored("head2toe", 0.604), \
+        scored("linear", 0.568, "pool")
+    assert one_se_choice([linear, cut, h2t]) == (h2t, cut)
+    far_ahead = scored("intermediate", 0.70, "stage2")  # more than one SE: the cut point is kept
+    assert one_se_choice([linear, far_ahead, h2t])[0] is far_ahead
+
+
 def test_trials_adopt_adabn_only_when_its_probe_beats_linear_by_one_standard_error():
     """The recipe's rule, decided once from auto's cross-validation: on 400 images one SE of 0.85 is 1.8 points."""
     linear = CandidateScore("linear", {"layer": "pool"}, 0.85, 0.02, 10, 0.0, 0)

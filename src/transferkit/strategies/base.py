@@ -155,7 +155,7 @@ class Strategy(ABC):
     # Part of `compare`'s default sweep (hidden is opt-in: it rarely differs from linear).
     compared_by_default: ClassVar[bool] = True
     # Order of preference among candidates that score alike (``auto``'s one-standard-error rule
-    # takes the lowest): how much the strategy fits beyond a linear map of frozen features.
+    # takes the lowest): how much the strategy fits or chooses beyond a linear map of frozen features.
     complexity: ClassVar[int] = 0
     # Scoring it costs a forward pass of its own over the dataset (not the shared feature store):
     # ``auto`` scores it only on data the advisor measured as different from the source.
