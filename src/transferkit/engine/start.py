@@ -17,17 +17,19 @@ selection images; a fine-tune that never beats it must end with it, not below it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import torch
 
-from ..stats import proportion_se
+from ..stats import CONFIDENCE, proportion_se
 from .checkpoint import state_to_cpu
 from .data import ArrayData
 from .evaluate import evaluate
 from .run import Run
 
-# One-sided 95%: the standard transferkit holds a "measurable" difference to (``transferkit.stats``).
-MEASURABLE_Z = 1.645
+# One-sided at ``transferkit.stats.CONFIDENCE`` (95%: 1.645), the standard transferkit holds a
+# "measurable" difference to; rounded so the run's events print it as people write it.
+MEASURABLE_Z = round(NormalDist().inv_cdf(CONFIDENCE), 3)
 
 
 @dataclass
